@@ -1,0 +1,3 @@
+"""torchtutor: the PyTorch tutorial notes as working software."""
+
+__version__ = "0.1.0"

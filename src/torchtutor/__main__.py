@@ -1,0 +1,3 @@
+from torchtutor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Attention chatbot: corpus -> text -> vocab -> batches -> model -> train -> decode -> surfaces."""

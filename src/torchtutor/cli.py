@@ -1,0 +1,265 @@
+"""The `torchtutor` command line: the whole argparse tree, and nothing else.
+
+Each subcommand names the module whose `main(args)` does the work; modules are imported only
+when their command runs, so `torchtutor --help` stays fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+from torchtutor import __version__
+from torchtutor.runtime.errors import UserError
+
+
+def _device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.set_defaults(handler=target)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
+    return value
+
+
+# --- lessons -------------------------------------------------------------------------------
+
+def _add_lessons(sub: argparse._SubParsersAction) -> None:
+    lesson = sub.add_parser("lesson", help="the 60-minute blitz as narrated, runnable lessons",
+                            description="Run one lesson of the blitz on a chosen device.")
+    lessons = lesson.add_subparsers(dest="lesson", metavar="LESSON", required=True)
+    for name, text in [("tensors", "creation, indexing, view, item, NumPy bridge, devices"),
+                       ("autograd", "requires_grad, grad_fn, backward, accumulation, no_grad"),
+                       ("networks", "nn.Module, parameters, losses, the optimizer loop")]:
+        p = lessons.add_parser(name, help=text, description=text)
+        _device(p)
+        p.add_argument("--seed", type=int, default=0)
+        _handler(p, f"torchtutor.lessons.{name}:main")
+
+
+# --- vision --------------------------------------------------------------------------------
+
+def _add_vision(sub: argparse._SubParsersAction) -> None:
+    vision = sub.add_parser("vision", help="CIFAR-10 / image-folder classifier",
+                            description="Train, evaluate and use an image classifier.")
+    cmds = vision.add_subparsers(dest="vision_command", metavar="COMMAND", required=True)
+
+    p = cmds.add_parser("train", help="train a classifier")
+    p.add_argument("--data", default="cifar10",
+                   help="'cifar10' (downloaded), a CIFAR-10 archive or folder, or an image "
+                        "folder tree")
+    p.add_argument("--model", choices=["tutorial", "fast"], default="fast")
+    p.add_argument("--recipe", choices=["tutorial", "fast"], default=None,
+                   help="training recipe (default: the one named like the model)")
+    p.add_argument("--out", required=True, help="run folder for config, logs and checkpoints")
+    p.add_argument("--epochs", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop training cleanly after this many seconds, then evaluate")
+    p.add_argument("--valid-fraction", type=_fraction, default=0.1,
+                   help="for a single image folder without train/test: share held out")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast on CUDA (auto: bf16 where supported)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    _device(p)
+    _handler(p, "torchtutor.vision.train:main")
+
+    p = cmds.add_parser("evaluate", help="overall and per-class accuracy, confusion matrix")
+    p.add_argument("--run", required=True, help="run folder written by `vision train`")
+    p.add_argument("--data", default=None, help="data to test on (default: the run's data)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _device(p)
+    _handler(p, "torchtutor.vision.evaluate:main")
+
+    p = cmds.add_parser("predict", help="top-k classes for image files")
+    p.add_argument("--run", required=True)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    _device(p)
+    _handler(p, "torchtutor.vision.predict:main")
+
+
+# --- chat ----------------------------------------------------------------------------------
+
+def _corpus_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default="chatterbot",
+                   help="'chatterbot' (bundled), 'cornell' (downloaded and cached), or a PATH: "
+                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file")
+    p.add_argument("--max-length", type=_positive_int, default=10,
+                   help="keep pairs whose sides have fewer words than this")
+    p.add_argument("--min-count", type=int, default=3, help="trim words seen fewer times")
+    p.add_argument("--oov", choices=["drop", "unk"], default="drop",
+                   help="pairs with trimmed words: drop them (the notes) or map words to UNK")
+    p.add_argument("--valid-fraction", type=_fraction, default=0.1)
+    p.add_argument("--test-fraction", type=_fraction, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _decoder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--decoder", choices=["greedy", "beam", "sample"], default="greedy")
+    g.add_argument("--beam-size", type=_positive_int, default=5)
+    g.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam scores are divided by length**this (0 turns it off)")
+    g.add_argument("--n-best", type=_positive_int, default=1,
+                   help="how many beam hypotheses to show")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest (0: all)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    g.add_argument("--no-repeat-ngram", type=int, default=0,
+                   help="never repeat an n-gram of this size in a reply (0: off)")
+    g.add_argument("--seed", type=int, default=None, help="seed for sampling")
+
+
+def _add_chat(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser("chat", help="the attention chatbot: prepare, train, talk, serve",
+                          description="Seq2seq chatbot with Luong attention.")
+    cmds = chat.add_subparsers(dest="chat_command", metavar="COMMAND", required=True)
+
+    p = cmds.add_parser("prepare", help="corpus -> pair file, vocabulary and splits")
+    _corpus_options(p)
+    p.add_argument("--out", required=True, help="folder to write into")
+    _handler(p, "torchtutor.chat.prepare:main")
+
+    p = cmds.add_parser("train", help="train a chatbot")
+    _corpus_options(p)
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--recipe", choices=["default", "tutorial"], default="default",
+                   help="'tutorial' uses the notes' settings; 'default' the fastest found")
+    p.add_argument("--tutorial-compat", action="store_true",
+                   help="reproduce the tutorial's exact training semantics")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=_positive_int, default=None)
+    length.add_argument("--epochs", type=float, default=None)
+    length.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--hidden-size", type=_positive_int, default=None)
+    p.add_argument("--encoder-layers", type=_positive_int, default=None)
+    p.add_argument("--decoder-layers", type=_positive_int, default=None)
+    p.add_argument("--attention", choices=["dot", "general", "concat"], default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--decoder-lr-ratio", type=float, default=None)
+    p.add_argument("--clip", type=float, default=None, help="gradient norm clip")
+    p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
+    p.add_argument("--teacher-forcing-per-step", action="store_true",
+                   help="decide teacher forcing at every step, not once per batch")
+    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR exactly")
+    _device(p)
+    _handler(p, "torchtutor.chat.train:main")
+
+    p = cmds.add_parser("talk", help="chat in the terminal (q or quit ends it)")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    _decoder_options(p)
+    _device(p)
+    _handler(p, "torchtutor.chat.talk:main")
+
+    p = cmds.add_parser("reply", help="one reply per input (arguments or stdin lines)")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("text", nargs="*", metavar="TEXT")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _decoder_options(p)
+    _device(p)
+    _handler(p, "torchtutor.chat.reply:main")
+
+    p = cmds.add_parser("evaluate", help="loss, perplexity, BLEU, distinct-n on held-out pairs")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--corpus", default=None, help="evaluate on another corpus instead")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--samples", type=int, default=5, help="sample exchanges to show")
+    _decoder_options(p)
+    _device(p)
+    _handler(p, "torchtutor.chat.evaluate:main")
+
+    p = cmds.add_parser("attention", help="attention heatmap of one reply")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("--out", required=True, metavar="FILE.png")
+    _device(p)
+    _handler(p, "torchtutor.chat.attention:main")
+
+    p = cmds.add_parser("export", help="a self-contained artifact for plain torch")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="FILE")
+    _handler(p, "torchtutor.chat.export:main")
+
+    p = cmds.add_parser("serve", help="HTTP API and browser chat page")
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=_positive_int, default=64,
+                   help="most requests decoded together")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="how long to gather requests into one batch (0: no batching)")
+    p.add_argument("--queue-size", type=_positive_int, default=1024,
+                   help="requests waiting beyond this get 503")
+    _decoder_options(p)
+    _device(p)
+    _handler(p, "torchtutor.chat.serve:main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchtutor",
+        description="The PyTorch tutorial notes as working software.")
+    parser.add_argument("--version", action="version", version=f"torchtutor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_lessons(sub)
+    _add_vision(sub)
+    _add_chat(sub)
+    demo = sub.add_parser("demo", help="the main job: train a chatbot on the bundled corpus, "
+                                       "then chat")
+    _device(demo)
+    demo.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
+    demo.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    _handler(demo, "torchtutor.demo:main")
+    return parser
+
+
+def _load_handler(target: str):
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            command = module_name.removeprefix("torchtutor.").replace(".", " ")
+            raise UserError(f"'torchtutor {command}' is not built yet") from None
+        raise
+    return getattr(module, func_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = _load_handler(args.handler)(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

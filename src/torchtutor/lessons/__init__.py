@@ -1,0 +1,1 @@
+"""The 60-minute blitz as narrated lessons: tensors, autograd, networks."""

@@ -1,0 +1,42 @@
+"""Device choice: `auto` prefers CUDA, then Apple's MPS, then the CPU."""
+
+import torch
+
+from torchtutor.runtime.errors import UserError
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn `auto`, `cpu`, `cuda`, `cuda:N` or `mps` into a usable torch.device.
+
+    Asking for a device that is not there raises UserError with one line.
+    """
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {spec!r} asked for, but CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"device {spec!r} asked for, but only {count} CUDA device(s) exist")
+        return device
+    if device.type == "mps":
+        if not mps_available():
+            raise UserError("device 'mps' asked for, but MPS is not available on this machine")
+        return device
+    raise UserError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")

@@ -1,0 +1,1 @@
+"""Image classifier: data -> models -> train/evaluate -> predict."""
