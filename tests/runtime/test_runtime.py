@@ -1,0 +1,109 @@
+import random
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from torchtutor.runtime import download
+from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
+from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
+from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
+
+
+def test_auto_device_and_cpu():
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert resolve_device("auto").type in {expected, "mps", "cpu"} - {None}
+
+
+@pytest.mark.parametrize("spec", ["tpu", "banana", "cuda:99"])
+def test_bad_or_missing_devices_are_user_errors(spec):
+    with pytest.raises(UserError):
+        resolve_device(spec)
+
+
+def test_cuda_without_cuda_is_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(UserError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_seed_everything_repeats_all_generators():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+    seed_everything(5)
+    first = draw()
+    seed_everything(5)
+    assert draw() == first
+
+
+def test_rng_state_round_trip_through_checkpoint(tmp_path):
+    from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
+    seed_everything(1)
+    save_checkpoint(tmp_path / "s.pt", {"rng": rng_state()})
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    seed_everything(999)
+    set_rng_state(load_checkpoint(tmp_path / "s.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_atomic_write_text(tmp_path):
+    path = tmp_path / "sub" / "f.txt"
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two" and len(list(path.parent.iterdir())) == 1
+
+
+def test_metrics_log_appends_across_runs(tmp_path):
+    path = tmp_path / "metrics.csv"
+    with MetricsLog(path, ["step", "loss"]) as log:
+        log.log(step=1, loss=2.5)
+    with MetricsLog(path, ["step", "loss"]) as log:
+        log.log(step=2, loss=1.5)
+    assert read_metrics(path) == [{"step": "1", "loss": "2.5"}, {"step": "2", "loss": "1.5"}]
+
+
+def test_progress_is_quiet_off_a_terminal(capsys):
+    for _ in progress(range(3), desc="x"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
+def test_cache_dir_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "c"))
+    assert download.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("TORCHTUTOR_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert download.cache_dir() == tmp_path / "x" / "torchtutor"
+
+
+def test_download_verifies_and_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path))
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"payload")
+    good = download.sha256_of(source)
+    url = source.as_uri()
+    path = download.cached_download(url, good, "file.bin", "use --corpus PATH")
+    assert path.read_bytes() == b"payload"
+    source.unlink()  # the cached copy is reused, no second fetch
+    assert download.cached_download(url, good, "file.bin", "hint") == path
+    with pytest.raises(UserError, match="expected"):
+        other = tmp_path / "other.bin"
+        other.write_bytes(b"tampered")
+        download.cached_download(other.as_uri(), good, "file2.bin", "hint")
+
+
+def test_download_without_network_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    with pytest.raises(UserError) as err:
+        download.cached_download("http://example.invalid/x.zip", "0" * 64, "x.zip",
+                                 "pass --corpus PATH to use a local copy")
+    assert "--corpus PATH" in str(err.value) and "\n" not in str(err.value)
