@@ -1,0 +1,378 @@
+"""Turn user text into replies: greedy search, beam search and sampling, many inputs at once.
+
+Every decoder works on a batch: the inputs are encoded together, and each sequence stops on
+its own when it emits EOS (a finished row is fed PAD and ignored until the whole batch is done).
+Inputs are normalized exactly as in training (`chat.text.normalize`); a reply never shows PAD,
+SOS, EOS or UNK because those tokens are never chosen.
+
+A reply's `score` is always the model's log-probability of the words it shows plus EOS, so
+scores of different decoders compare directly. Beam search *ranks* hypotheses by that score
+divided by length ** length_penalty (the hypotheses' token counts, EOS included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchtutor.chat.text import normalize, tokenize
+from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
+from torchtutor.runtime.errors import UserError
+
+METHODS = ("greedy", "beam", "sample")
+PUNCTUATION = (".", "!", "?")
+DEFAULT_BATCH = 64   # inputs decoded together; larger lists are split into chunks
+
+
+@dataclass
+class DecodeOptions:
+    method: str = "greedy"
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    no_repeat_ngram: int = 0
+    seed: int | None = None
+
+    def check(self) -> None:
+        """One-line UserError for options that make no sense."""
+        if self.method not in METHODS:
+            raise UserError(f"unknown decoder {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.beam_size < 1 or self.n_best < 1:
+            raise UserError("--beam-size and --n-best must be at least 1")
+        if self.method == "beam" and self.n_best > self.beam_size:
+            raise UserError(f"--n-best {self.n_best} is more than --beam-size {self.beam_size}")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise UserError(f"--temperature must be a positive number, not {self.temperature}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be 0 (off) or positive, not {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.no_repeat_ngram < 0:
+            raise UserError(f"--no-repeat-ngram must be 0 (off) or positive, "
+                            f"not {self.no_repeat_ngram}")
+        if not math.isfinite(self.length_penalty):
+            raise UserError("--length-penalty must be a finite number")
+
+
+def options_from_args(args: Any) -> DecodeOptions:
+    """DecodeOptions from the command line's decoding group (cli.py `_decoder_options`)."""
+    options = DecodeOptions(method=args.decoder, beam_size=args.beam_size,
+                            length_penalty=args.length_penalty, n_best=args.n_best,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            no_repeat_ngram=args.no_repeat_ngram, seed=args.seed)
+    options.check()
+    return options
+
+
+@dataclass
+class Reply:
+    text: str
+    score: float
+    unknown_words: list[str]
+    truncated: bool
+    empty: bool
+    alternatives: list[tuple[str, float]]   # beam's next best (text, score), ranks 2..n_best
+    words: list[str] = field(default_factory=list)   # the reply's tokens, as in the vocabulary
+
+
+@dataclass
+class PreparedInput:
+    """One user text as the encoder sees it."""
+    words: list[str]          # tokens after normalization and truncation (unknowns included)
+    ids: list[int]            # ids fed to the encoder, EOS appended; [] when empty
+    unknown_words: list[str]
+    truncated: bool
+
+    @property
+    def empty(self) -> bool:
+        return not self.ids
+
+
+def prepare_input(vocab: Any, text: str, max_length: int) -> PreparedInput:
+    """Normalize like training, look words up, and keep at most `max_length - 1` of them.
+
+    Training keeps pairs with fewer than `max_length` words per side, so the encoder never saw
+    more than `max_length - 1` words plus EOS; longer inputs are cut there (with `truncated`).
+    Unknown words become UNK, or are skipped when the vocabulary has no UNK.
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    # Lone surrogates (from odd terminal bytes) would break str methods downstream.
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    words = tokenize(normalize(text))
+    ids, unknown = vocab.encode(" ".join(words))
+    if not vocab.has_unk:
+        words = [w for w in words if w in vocab]
+    keep = max(max_length - 1, 1)
+    truncated = len(ids) > keep
+    if truncated:
+        ids, words = ids[:keep], words[:keep]
+    return PreparedInput(words=words, ids=ids + [EOS] if ids else [], unknown_words=unknown,
+                         truncated=truncated)
+
+
+def detokenize(words: list[str]) -> str:
+    """'hello .' -> 'hello.': the normalizer split punctuation off; join it back for display."""
+    out = ""
+    for word in words:
+        if out and word not in PUNCTUATION:
+            out += " "
+        out += word
+    return out
+
+
+def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None,
+                batch_size: int = DEFAULT_BATCH) -> list[Reply]:
+    """Replies to `texts`, in order. `bot` is a TrainedChatbot (model, vocab, max_length)."""
+    options = options or DecodeOptions()
+    options.check()
+    generator = None
+    if options.method == "sample":
+        generator = torch.Generator(device=_device_of(bot.model))
+        if options.seed is not None:
+            generator.manual_seed(options.seed)
+        else:
+            generator.seed()
+    prepared = [prepare_input(bot.vocab, text, bot.max_length) for text in texts]
+    replies: list[Reply | None] = [None] * len(texts)
+    live = [i for i, p in enumerate(prepared) if not p.empty]
+    for i, p in enumerate(prepared):
+        if p.empty:
+            replies[i] = Reply(text="", score=0.0, unknown_words=p.unknown_words,
+                               truncated=p.truncated, empty=True, alternatives=[])
+    for start in range(0, len(live), batch_size):
+        chunk = live[start:start + batch_size]
+        hypotheses = _decode_chunk(bot, [prepared[i].ids for i in chunk], options, generator)
+        for i, ranked in zip(chunk, hypotheses, strict=True):
+            words, score = ranked[0]
+            alternatives = [(detokenize(w), s) for w, s in ranked[1:options.n_best]]
+            replies[i] = Reply(text=detokenize(words), score=score,
+                               unknown_words=prepared[i].unknown_words,
+                               truncated=prepared[i].truncated, empty=False,
+                               alternatives=alternatives, words=words)
+    return replies  # type: ignore[return-value]
+
+
+def notices(reply: Reply, has_unk: bool = True) -> list[str]:
+    """Short remarks a user interface shows beside a reply."""
+    out = []
+    if reply.unknown_words:
+        unique = list(dict.fromkeys(reply.unknown_words))
+        what = "treated as unknown" if has_unk else "skipped"
+        out.append(f"words I do not know ({what}): {', '.join(unique[:10])}"
+                   + (" ..." if len(unique) > 10 else ""))
+    if reply.truncated:
+        out.append("your message was long; I read only its beginning")
+    if reply.empty:
+        out.append("I need some words I know to reply to; try a short sentence")
+    return out
+
+
+# --- batched search ----------------------------------------------------------------------------
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def encode_ids(model: Any, id_lists: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Zero-padded time-major inputs for `id_lists` through the encoder."""
+    device = _device_of(model)
+    lengths = torch.tensor([len(ids) for ids in id_lists], dtype=torch.long)
+    inputs = torch.full((int(lengths.max()), len(id_lists)), PAD, dtype=torch.long)
+    for column, ids in enumerate(id_lists):
+        inputs[:len(ids), column] = torch.tensor(ids, dtype=torch.long)
+    return model.encode(inputs.to(device), lengths)
+
+
+def _never_emit(log_probs: Tensor, has_unk: bool) -> Tensor:
+    """Rule out tokens a reply must never show (PAD, SOS and UNK)."""
+    log_probs[:, PAD] = float("-inf")
+    log_probs[:, SOS] = float("-inf")
+    if has_unk:
+        log_probs[:, UNK] = float("-inf")
+    return log_probs
+
+
+def _block_repeats(log_probs: Tensor, histories: list[list[int]], n: int) -> Tensor:
+    """Forbid, per row, any token that would repeat an n-gram already in that row's history."""
+    if n <= 0:
+        return log_probs
+    for row, history in enumerate(histories):
+        if len(history) < n - 1:
+            continue
+        prefix = history[len(history) - (n - 1):] if n > 1 else []
+        banned = [history[i + n - 1] for i in range(len(history) - n + 1)
+                  if history[i:i + n - 1] == prefix]
+        if banned:
+            log_probs[row, banned] = float("-inf")
+    return log_probs
+
+
+def _filter_for_sampling(log_probs: Tensor, options: DecodeOptions) -> Tensor:
+    """Temperature, then top-k, then top-p (nucleus) on (B, V) log-probs -> logits to sample."""
+    logits = log_probs / options.temperature
+    if options.top_k > 0 and options.top_k < logits.size(-1):
+        # Exactly k tokens, even when probabilities tie at the k-th place.
+        top = logits.topk(options.top_k, dim=-1)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
+    if options.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass before it already reaches top_p; the top token stays.
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= options.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _decode_chunk(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
+                  generator: torch.Generator | None) -> list[list[tuple[list[str], float]]]:
+    """Ranked (words, score) hypotheses for each input of one chunk."""
+    with torch.inference_mode():
+        if options.method == "beam" and options.beam_size > 1:
+            found = beam_search(bot.model, id_lists, bot.max_length, options.beam_size,
+                                options.length_penalty, options.no_repeat_ngram,
+                                bot.vocab.has_unk)
+        else:
+            tokens, scores, _ = greedy_search(bot.model, id_lists, bot.max_length,
+                                              options.no_repeat_ngram, bot.vocab.has_unk,
+                                              options if options.method == "sample" else None,
+                                              generator)
+            found = [[(t, s)] for t, s in zip(tokens, scores, strict=True)]
+    return [[(bot.vocab.decode(ids), score) for ids, score in ranked] for ranked in found]
+
+
+def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
+                  no_repeat_ngram: int = 0, has_unk: bool = True,
+                  sampling: DecodeOptions | None = None,
+                  generator: torch.Generator | None = None, keep_attention: bool = False,
+                  ) -> tuple[list[list[int]], list[float], list[Tensor] | None]:
+    """Greedy (or, with `sampling`, sampled) replies for a batch of encoded inputs.
+
+    Returns each row's tokens up to and including EOS (none if it never came within
+    `max_length` steps), its log-probability, and with `keep_attention` each row's attention
+    weights (reply steps, input positions).
+    """
+    encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
+    batch = len(id_lists)
+    device = encoder_outputs.device
+    tokens = torch.full((batch,), SOS, dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    scores = torch.zeros(batch, dtype=torch.float64, device=device)
+    steps: list[Tensor] = []
+    attention: list[Tensor] = []
+    histories: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(max_length):
+        log_probs, hidden, weights = model.decode_step(tokens, hidden, encoder_outputs,
+                                                       encoder_mask)
+        log_probs = _never_emit(log_probs.clone(), has_unk)
+        log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
+        if sampling is None:
+            chosen = log_probs.argmax(dim=-1)
+        else:
+            probs = _filter_for_sampling(log_probs, sampling).softmax(dim=-1)
+            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        picked = log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        scores += torch.where(finished, torch.zeros_like(picked), picked).double()
+        chosen = chosen.masked_fill(finished, PAD)
+        steps.append(chosen)
+        if keep_attention:
+            attention.append(weights)
+        finished |= chosen == EOS
+        if no_repeat_ngram:
+            for row, token in enumerate(chosen.tolist()):
+                histories[row].append(token)
+        if bool(finished.all()):
+            break
+        tokens = chosen
+    table = torch.stack(steps, dim=1).tolist()             # (B, steps)
+    out_tokens = [_until_eos(row) for row in table]
+    kept = None
+    if keep_attention:
+        stacked = torch.stack(attention, dim=1).float().cpu()   # (B, steps, T)
+        kept = [stacked[row, :len(out_tokens[row]), :len(id_lists[row])]
+                for row in range(batch)]
+    return out_tokens, scores.tolist(), kept
+
+
+def _until_eos(row: list[int]) -> list[int]:
+    return row[:row.index(EOS) + 1] if EOS in row else row
+
+
+def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_size: int,
+                length_penalty: float = 1.0, no_repeat_ngram: int = 0, has_unk: bool = True,
+                ) -> list[list[tuple[list[int], float]]]:
+    """Beam search for a batch of encoded inputs; all B * K hypotheses advance together.
+
+    Each input keeps `beam_size` live hypotheses. A hypothesis that emits EOS is set aside as
+    finished; an input is done once it has `beam_size` finished ones (or at `max_length` steps,
+    when its live ones count as finished). Returns, per input, finished hypotheses (token ids
+    with EOS, log-prob) best first by log-prob / length ** length_penalty.
+    """
+    encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
+    batch, k = len(id_lists), beam_size
+    device = encoder_outputs.device
+    # Every hypothesis of input b sits in rows b*k .. b*k+k-1.
+    expand = torch.arange(batch, device=device).repeat_interleave(k)
+    encoder_outputs = encoder_outputs.index_select(1, expand)
+    encoder_mask = encoder_mask.index_select(1, expand)
+    hidden = hidden.index_select(1, expand)
+    tokens = torch.full((batch * k,), SOS, dtype=torch.long, device=device)
+    # Only the first hypothesis is live at the start, so the first step does not pick k copies.
+    beam_scores = torch.full((batch, k), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0
+    histories: list[list[int]] = [[] for _ in range(batch * k)]
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
+    done = [False] * batch
+
+    def rank(item: tuple[list[int], float]) -> float:
+        return item[1] / (max(len(item[0]), 1) ** length_penalty)
+
+    for step in range(max_length):
+        log_probs, hidden, _ = model.decode_step(tokens, hidden, encoder_outputs, encoder_mask)
+        log_probs = _never_emit(log_probs.float().clone(), has_unk)
+        log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
+        vocab = log_probs.size(-1)
+        totals = (beam_scores.unsqueeze(2) + log_probs.view(batch, k, vocab)).view(batch, -1)
+        # 2k candidates: even if k of them end in EOS, k live ones remain.
+        top_scores, top_index = totals.topk(min(2 * k, totals.size(1)), dim=1)
+        top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        last = step == max_length - 1
+        next_rows, next_tokens, next_scores = [], [], []
+        for b in range(batch):
+            chosen: list[tuple[int, int, float]] = []
+            for score, index in zip(top_scores[b], top_index[b], strict=True):
+                if score == float("-inf") or len(chosen) == k:
+                    break
+                origin, token = b * k + index // vocab, index % vocab
+                if token == EOS:
+                    if not done[b]:
+                        finished[b].append((histories[origin] + [EOS], score))
+                    continue
+                chosen.append((origin, token, score))
+            if not done[b] and (len(finished[b]) >= k or last):
+                if last:  # out of steps: live hypotheses count as finished, without EOS
+                    finished[b].extend((histories[o] + [t], s) for o, t, s in chosen)
+                done[b] = True
+            while len(chosen) < k:   # keep the shape; dead rows carry -inf
+                chosen.append((b * k, PAD, float("-inf")))
+            for origin, token, score in chosen:
+                next_rows.append(origin)
+                next_tokens.append(token)
+                next_scores.append(score)
+        if all(done):
+            break
+        rows = torch.tensor(next_rows, device=device)
+        hidden = hidden.index_select(1, rows)
+        tokens = torch.tensor(next_tokens, device=device)
+        beam_scores = torch.tensor(next_scores, device=device).view(batch, k)
+        histories = [histories[r] + [t] for r, t in zip(next_rows, next_tokens, strict=True)]
+    return [sorted(found, key=rank, reverse=True) for found in finished]
