@@ -1,0 +1,162 @@
+"""Padded, time-major batches and an endless, exactly resumable stream of them.
+
+A batch follows the notes: inputs `(max_len, batch)` zero-padded with their lengths sorted
+longest first (what `pack_padded_sequence` wants), targets `(max_len, batch)` with a mask.
+The stream shuffles without replacement each epoch from a generator seeded by
+(seed, epoch) alone, so resuming needs only (epoch, position), never an RNG state.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from torchtutor.chat.vocab import EOS, PAD, Vocab
+from torchtutor.runtime.errors import UserError
+
+IndexedPair = tuple[list[int], list[int]]
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor        # (max_in, B) long, time-major, zero-padded, each ends with EOS
+    lengths: torch.Tensor       # (B,) long, on the CPU, sorted descending
+    targets: torch.Tensor       # (max_out, B) long, each ends with EOS, zero-padded
+    mask: torch.Tensor          # (max_out, B) bool, True on real tokens
+    max_target_len: int
+    target_lengths: torch.Tensor | None = None   # (B,) long on the CPU; spares a device sync
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The tensors on `device`; `lengths` stays on the CPU as packing requires."""
+        return Batch(self.inputs.to(device), self.lengths, self.targets.to(device),
+                     self.mask.to(device), self.max_target_len, self.target_lengths)
+
+    @property
+    def size(self) -> int:
+        return self.inputs.shape[1]
+
+    @property
+    def target_tokens(self) -> int:
+        if self.target_lengths is not None:
+            return int(self.target_lengths.sum())
+        return int(self.mask.sum())
+
+
+def index_pairs(pairs: list[tuple[str, str]], vocab: Vocab) -> list[IndexedPair]:
+    """Normalized pairs -> id lists, EOS appended to both sides (unknown words per the vocab)."""
+    out = []
+    for query, reply in pairs:
+        q, _ = vocab.encode(query)
+        r, _ = vocab.encode(reply)
+        out.append((q + [EOS], r + [EOS]))
+    return out
+
+
+def _pad_time_major(seqs: list[list[int]], width: int) -> torch.Tensor:
+    padded = [s + [PAD] * (width - len(s)) for s in seqs]
+    return torch.tensor(padded, dtype=torch.long).t().contiguous()
+
+
+def make_batch(indexed: list[IndexedPair]) -> Batch:
+    """One padded batch; pairs are sorted by input length, longest first."""
+    if not indexed:
+        raise ValueError("make_batch needs at least one pair")
+    ordered = sorted(indexed, key=lambda p: len(p[0]), reverse=True)
+    queries = [q for q, _ in ordered]
+    replies = [r for _, r in ordered]
+    in_lens = [len(q) for q in queries]
+    out_lens = [len(r) for r in replies]
+    max_out = max(out_lens)
+    targets = _pad_time_major(replies, max_out)
+    target_lengths = torch.tensor(out_lens, dtype=torch.long)
+    # From the lengths, not `targets != PAD`, so the mask never depends on token values.
+    mask = torch.arange(max_out).unsqueeze(1) < target_lengths.unsqueeze(0)
+    return Batch(inputs=_pad_time_major(queries, in_lens[0]),
+                 lengths=torch.tensor(in_lens, dtype=torch.long),
+                 targets=targets, mask=mask, max_target_len=max_out,
+                 target_lengths=target_lengths)
+
+
+class BatchStream:
+    """Endless batches, epoch after epoch, resumable exactly from `state_dict()`.
+
+    Epoch e's order comes from `torch.Generator().manual_seed(seed * 1000003 + e)`: a
+    permutation (each pair once per epoch). With `bucket=True` the permuted pairs are sorted
+    by length (stable, so ties stay shuffled), cut into batches of similar length, and the
+    batch order is shuffled with the same generator. Rank r of `world_size` takes batches
+    r, r + world_size, ...; every rank gets the same number of batches per epoch (the few
+    left over are skipped that epoch), so DDP ranks step in lockstep on disjoint data.
+    """
+
+    def __init__(self, indexed: list[IndexedPair], batch_size: int, seed: int = 0,
+                 bucket: bool = False, rank: int = 0, world_size: int = 1):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"bad rank {rank} of world_size {world_size}")
+        total_batches = -(-len(indexed) // batch_size)
+        if total_batches < world_size:
+            raise UserError(f"{len(indexed)} pairs make {total_batches} batches of "
+                            f"{batch_size}, fewer than the {world_size} ranks")
+        self.indexed = indexed
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket = bucket
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.position = 0
+        self._order_epoch: int | None = None
+        self._order: list[list[int]] = []
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches this rank sees per epoch."""
+        return -(-len(self.indexed) // self.batch_size) // self.world_size
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Pair indices of each batch this rank gets in `epoch`, in order."""
+        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        perm = torch.randperm(len(self.indexed), generator=g).tolist()
+        if self.bucket:
+            perm.sort(key=lambda i: (len(self.indexed[i][0]), len(self.indexed[i][1])))
+        bs = self.batch_size
+        batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
+        if self.bucket:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        usable = self.batches_per_epoch * self.world_size
+        return batches[self.rank:usable:self.world_size]
+
+    def _batches_for(self, epoch: int) -> list[list[int]]:
+        if self._order_epoch != epoch:
+            self._order = self.epoch_batches(epoch)
+            self._order_epoch = epoch
+        return self._order
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Yield batches forever, continuing from (epoch, position)."""
+        while True:
+            order = self._batches_for(self.epoch)
+            while self.position < len(order):
+                chosen = order[self.position]
+                # Count the batch as consumed before handing it out, so a state_dict taken
+                # after using it resumes with the next one.
+                self.position += 1
+                yield make_batch([self.indexed[i] for i in chosen])
+            self.epoch += 1
+            self.position = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "bucket": self.bucket, "batch_size": self.batch_size,
+                "num_pairs": len(self.indexed), "rank": self.rank,
+                "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "bucket", "batch_size", "num_pairs", "world_size"):
+            mine = self.state_dict()[key]
+            if key in state and state[key] != mine:
+                raise UserError(f"cannot resume the batch stream: {key} was {state[key]}, "
+                                f"now {mine}")
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
