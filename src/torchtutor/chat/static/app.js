@@ -1,0 +1,139 @@
+// The chat page: send a message on Enter, show the reply, the waiting state and any error.
+// Plain DOM, no framework and no build step. Text is only ever set with textContent, so
+// nothing a user or the model writes can become markup.
+"use strict";
+
+(function () {
+  const log = document.getElementById("log");
+  const form = document.getElementById("composer");
+  const input = document.getElementById("message");
+  const send = document.getElementById("send");
+  const status = document.getElementById("status");
+  const errorBox = document.getElementById("error");
+  const decoder = document.getElementById("decoder");
+  const beamSize = document.getElementById("beam-size");
+  const temperature = document.getElementById("temperature");
+  const TIMEOUT_MS = 30000;
+  let busy = false;
+
+  function addMessage(who, text, extraClass) {
+    const item = document.createElement("li");
+    item.className = "msg " + who + (extraClass ? " " + extraClass : "");
+    const label = document.createElement("span");
+    label.className = "who";
+    label.textContent = who === "user" ? "You: " : "Bot: ";
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    item.append(label, body);
+    log.append(item);
+    log.scrollTop = log.scrollHeight;
+    return item;
+  }
+
+  function showError(message) {
+    errorBox.textContent = message;
+    errorBox.hidden = false;
+  }
+
+  function clearError() {
+    errorBox.hidden = true;
+    errorBox.textContent = "";
+  }
+
+  function setBusy(on) {
+    busy = on;
+    send.disabled = on;
+    form.setAttribute("aria-busy", on ? "true" : "false");
+    status.textContent = on ? "Waiting for the reply…" : "";
+  }
+
+  // Only settings the user changed are sent; the rest stay the server's defaults.
+  function options() {
+    const out = {};
+    if (decoder.value) out.decoder = decoder.value;
+    if (beamSize.value) out.beam_size = Number(beamSize.value);
+    if (temperature.value) out.temperature = Number(temperature.value);
+    return out;
+  }
+
+  async function errorMessage(response) {
+    try {
+      const data = await response.json();
+      if (data && typeof data.message === "string") return data.message;
+    } catch (ignored) { /* not JSON: fall through */ }
+    return "the server answered " + response.status + " " + response.statusText;
+  }
+
+  async function ask(text) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      const response = await fetch("/api/reply", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(Object.assign({ text: text }, options())),
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(await errorMessage(response));
+      return await response.json();
+    } catch (err) {
+      if (err.name === "AbortError") throw new Error("no reply within 30 seconds");
+      if (err instanceof TypeError) throw new Error("cannot reach the server");
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (busy) return;
+    const text = input.value.trim();
+    if (!text) {
+      showError("Type a message first.");
+      input.focus();
+      return;
+    }
+    clearError();
+    const asked = addMessage("user", text);
+    input.value = "";
+    const pending = addMessage("bot", "thinking", "waiting");
+    pending.setAttribute("aria-busy", "true");
+    setBusy(true);
+    try {
+      const data = await ask(text);
+      pending.classList.remove("waiting");
+      pending.removeAttribute("aria-busy");
+      pending.querySelector(".text").textContent = data.reply || "(no reply)";
+      for (const note of data.notices || []) {
+        const small = document.createElement("small");
+        small.className = "note";
+        small.textContent = note;
+        pending.append(small);
+      }
+      log.scrollTop = log.scrollHeight;
+    } catch (err) {
+      pending.remove();
+      const note = document.createElement("small");
+      note.className = "note";
+      note.textContent = "not answered";
+      asked.append(note);
+      showError("Could not get a reply: " + err.message);
+      if (!input.value) input.value = text;   // easy to try again
+    } finally {
+      setBusy(false);
+      input.focus();
+    }
+  });
+
+  // Escape dismisses an error without leaving the keyboard.
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !errorBox.hidden) {
+      clearError();
+      input.focus();
+    }
+  });
+
+  input.focus();
+})();
