@@ -81,6 +81,20 @@ def test_split_is_by_conversation_and_deterministic():
     assert sorted(tiny.values()) == ["test", "train", "valid"]
 
 
+def test_prepared_splits_never_share_a_conversation(tmp_path):
+    names = [chr(97 + k // 26) + chr(97 + k % 26) for k in range(80)]
+    pairs = [Pair(f"{n} one", f"{n} two {i}", n) for n in names for i in range(3)]
+    write_pairs_file(tmp_path / "p.tsv", pairs, with_conversation=True)
+    data = prepare_data(PrepareConfig(corpus=str(tmp_path / "p.tsv"), min_count=1, seed=4))
+    owners = {}
+    for split, split_pairs in data.splits.items():
+        for q, _ in split_pairs:
+            owners.setdefault(q.split(" ")[0], set()).add(split)
+    assert len(owners) == 80 and all(len(s) == 1 for s in owners.values())
+    assert data.stats["conversations_valid"] == data.stats["conversations_test"] == 8
+    assert data.stats["pairs_valid"] == data.stats["pairs_test"] == 24
+
+
 def test_chatterbot_default_prepares_splits_without_shared_conversations(tmp_path):
     data = prepare_data(PrepareConfig(min_count=1))
     s = data.stats
@@ -129,3 +143,81 @@ def test_cli_prepare_fails_with_one_line_when_nothing_usable(tmp_path, capsys):
     assert "1 blank lines" in errors["junk.tsv"]
     assert "not found" in errors["missing.tsv"]
     assert not (tmp_path / "o").exists()
+
+
+def reference_prepare(folder, max_length: int = 10, min_count: int = 3) -> dict:
+    """The notes' algorithm written out plainly, straight from the raw Cornell files.
+
+    Deliberately shares no code with torchtutor: its own file parsing (`ast.literal_eval` of
+    the id list), the notes' regex normalizer, a dict word count. One documented deviation
+    from the notes, the same as prepare.py's: a side that normalizes to nothing has no words
+    and fails the length filter.
+    """
+    import ast
+    import re
+    import unicodedata
+
+    lines = {}
+    with open(folder / "movie_lines.txt", encoding="iso-8859-1", newline="\n") as f:
+        for line in f:
+            values = line.split(" +++$+++ ")
+            if len(values) == 5:
+                lines[values[0]] = values[4].strip()
+    raw_pairs = []
+    with open(folder / "movie_conversations.txt", encoding="iso-8859-1", newline="\n") as f:
+        for line in f:
+            values = line.split(" +++$+++ ")
+            ids = ast.literal_eval(values[3])
+            for i in range(len(ids) - 1):
+                query, reply = lines[ids[i]], lines[ids[i + 1]]
+                if query and reply:
+                    raw_pairs.append((query, reply))
+
+    def normalize_string(s):
+        s = "".join(c for c in unicodedata.normalize("NFD", s.lower().strip())
+                    if unicodedata.category(c) != "Mn")
+        s = re.sub(r"([.!?])", r" \1", s)
+        s = re.sub(r"[^a-zA-Z.!?]+", r" ", s)
+        return re.sub(r"\s+", r" ", s).strip()
+
+    cache = {}
+    pairs = []
+    for query, reply in raw_pairs:
+        for text in (query, reply):
+            if text not in cache:
+                cache[text] = normalize_string(text)
+        pairs.append((cache[query], cache[reply]))
+
+    def short(sentence):
+        return sentence != "" and len(sentence.split(" ")) < max_length
+
+    pairs_short = [p for p in pairs if short(p[0]) and short(p[1])]
+    counts = {}
+    for query, reply in pairs_short:
+        for word in query.split(" ") + reply.split(" "):
+            counts[word] = counts.get(word, 0) + 1
+    kept_words = {w for w, n in counts.items() if n >= min_count}
+    kept = [p for p in pairs_short
+            if all(w in kept_words for w in p[0].split(" ") + p[1].split(" "))]
+    return {"pairs_read": len(raw_pairs), "pairs_length_filtered": len(pairs_short),
+            "words_counted": len(counts), "words_kept": len(kept_words),
+            "pairs_kept": len(kept), "kept": kept}
+
+
+@pytest.mark.slow
+def test_partial_cornell_counts_equal_an_independent_implementation(shared_data, tmp_path):
+    folder = shared_data / "cornell"
+    expected = reference_prepare(folder)
+    out = tmp_path / "prep"
+    assert cli_main(["chat", "prepare", "--corpus", str(folder), "--out", str(out)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    for key in ("pairs_read", "pairs_length_filtered", "words_counted", "words_kept",
+                "pairs_kept"):
+        assert stats[key] == expected[key], key
+    data = load_prepared(out)
+    ours = sorted(p for split in data.splits.values() for p in split)
+    assert ours == sorted(expected["kept"])
+    assert len(data.vocab) == expected["words_kept"] + 4
+    assert sum(stats[f"pairs_{s}"] for s in ("train", "valid", "test")) == stats["pairs_kept"]
+    assert stats["pairs_valid"] > 0.05 * stats["pairs_kept"]
+    assert stats["pairs_test"] > 0.05 * stats["pairs_kept"]
