@@ -6,11 +6,13 @@ table indexed by the previous token, so tests can build exact cases (greedy vs b
 in the text. `tiny_bot` wraps a real, randomly initialised Seq2Seq.
 """
 
+import functools
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from torchtutor.chat.batches import index_pairs, make_batch
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.text import normalize
 from torchtutor.chat.vocab import EOS, Vocab
@@ -105,3 +107,35 @@ def tiny_bot(has_unk: bool = True, seed: int = 0, hidden: int = 16, max_length: 
 BAD_INPUTS = ["", "   ", "zzyzx qwerty", "\U0001F600\U0001F680 \u2764\ufe0f",
               "\x00\x07\x1b[31m hello \x7f\r", " ".join(["hello"] * 1000),
               "caf\u00e9 na\u00efve \u0130stanbul", "\ud800 lone surrogate", "?!.", "\t\n"]
+
+
+@functools.lru_cache(maxsize=4)
+def trained_tiny_bot(has_unk: bool = True, steps: int = 100) -> SimpleNamespace:
+    """A tiny Seq2Seq fitted for a second to reply to each of SENTENCES with the next one, so
+    its greedy replies differ from input to input (an untrained one says the same thing)."""
+    vocab = make_vocab(has_unk)
+    pairs = [(normalize(q), normalize(r)) for q, r in zip(SENTENCES, SENTENCES[1:] + SENTENCES[:1],
+                                                          strict=True)]
+    batch = make_batch(index_pairs(pairs, vocab))
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(vocab_size=len(vocab), hidden_size=32, dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny matrices: one thread avoids contention on a busy machine
+    try:
+        _fit(model, optimizer, batch, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return bot_for(model, vocab, max_length=10)
+
+
+def _fit(model, optimizer, batch, steps: int) -> None:
+    for _ in range(steps):
+        encoder_outputs, encoder_mask, hidden = model.encode(batch.inputs, batch.lengths)
+        log_probs = model.decode_teacher_forced(batch.targets, hidden, encoder_outputs,
+                                                encoder_mask)
+        nll = -log_probs.gather(2, batch.targets.unsqueeze(2)).squeeze(2)
+        loss = nll[batch.mask].mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()

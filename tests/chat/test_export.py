@@ -1,0 +1,71 @@
+"""The exported TorchScript chatbot: same normalization, same greedy replies as the eager
+model, loaded and used by a separate Python process that imports only torch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, trained_tiny_bot
+from torchtutor.chat.decode import reply_batch
+from torchtutor.chat.export import character_table, export_chatbot, save_exported
+from torchtutor.chat.text import normalize
+
+# A Python str with a lone surrogate cannot even be handed to TorchScript (it is not valid
+# UTF-8); everything else must work.
+SAFE_BAD_INPUTS = [t for t in BAD_INPUTS if "\ud800" not in t]
+TEXTS = SENTENCES + ["Hello there!", "What's your name?", "Ça va? Très bien!", "a.b!c",
+                     "how are you how are you how are you ?"] + SAFE_BAD_INPUTS
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["unk", "no-unk"])
+def exported(request):
+    bot = trained_tiny_bot(has_unk=request.param)
+    return bot, export_chatbot(bot)
+
+
+def test_normalization_matches_training_on_all_mapped_and_sampled_characters():
+    module = export_chatbot(trained_tiny_bot(has_unk=True))
+    # Every character the table maps, every one below U+0800, and every 31st of the rest
+    # (the whole range takes the TorchScript interpreter several seconds).
+    codes = sorted({ord(c) for c in character_table()} | set(range(0x800))
+                   | set(range(0x800, 0x110000, 31)))
+    chars = [chr(c) for c in codes if not 0xD800 <= c <= 0xDFFF]
+    # Each character between letters, so dropped marks (which join words) show up too.
+    for start in range(0, len(chars), 4096):
+        text = "a".join(chars[start:start + 4096])
+        assert module.normalize(text) == normalize(text), f"chunk at U+{start:04X}"
+    for text in TEXTS:
+        assert module.normalize(text) == normalize(text)
+
+
+def test_greedy_replies_equal_the_eager_model(exported):
+    bot, module = exported
+    eager = reply_batch(bot, TEXTS)
+    assert len({r.text for r in eager}) > 5   # a fitted model: replies differ by input
+    for text, reply in zip(TEXTS, eager, strict=True):
+        words, score, unknown, truncated, empty = module.reply_with_score(text)
+        assert words == reply.text, text
+        assert score == pytest.approx(reply.score, abs=1e-4)
+        assert (unknown, truncated, empty) == (reply.unknown_words, reply.truncated, reply.empty)
+
+
+PLAIN_PROGRAM = r"""
+import json, sys
+import torch
+bot = torch.jit.load(sys.argv[1])
+texts = json.loads(sys.stdin.read())
+print(json.dumps([bot.reply(t) for t in texts]))
+assert not [m for m in sys.modules if m.startswith("torchtutor")], "imported torchtutor"
+"""
+
+
+def test_a_plain_torch_program_loads_and_chats(tmp_path):
+    bot = trained_tiny_bot(has_unk=True)
+    path = save_exported(export_chatbot(bot), tmp_path / "chatbot.pt", {"format": "test"})
+    result = subprocess.run([sys.executable, "-c", PLAIN_PROGRAM, str(path)],
+                            input=json.dumps(TEXTS), capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [r.text for r in reply_batch(bot, TEXTS)]
