@@ -1,0 +1,127 @@
+"""The chat page in a real browser: Debian's headless chromium driven through Playwright.
+
+The server runs in a subprocess on a free loopback port. No browser is ever downloaded: the
+test uses /usr/bin/chromium, and when it or the playwright package is missing, the test is
+skipped with a plain reason that `pytest -ra` (hence `make test`) prints.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chat.serve_support import fake_server_command, free_port, start_server, stop_server
+
+CHROMIUM = Path(os.environ.get("TORCHTUTOR_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:
+    pytest.skip("browser test did not run: the Python package 'playwright' is not installed "
+                "(pip install -e '.[dev]')", allow_module_level=True)
+if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"browser test did not run: {CHROMIUM} not found (install Debian's chromium: "
+                "apt-get install chromium; .ci/run does this)", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def stand_in_url():
+    port = free_port()
+    # 0.4 s per decode: long enough to see the waiting state.
+    process = start_server(fake_server_command(port, delay=0.4), port)
+    yield f"http://127.0.0.1:{port}/"
+    assert stop_server(process) == 0
+
+
+def _open(browser, url: str, width: int = 375, height: int = 667) -> Page:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(15_000)
+    page.goto(url)
+    return page
+
+
+def test_type_press_enter_and_see_the_reply(browser, stand_in_url):
+    page = _open(browser, stand_in_url)
+    # The message box has focus on load: typing needs no mouse.
+    assert page.evaluate("document.activeElement.id") == "message"
+    page.keyboard.type("hello there")
+    page.keyboard.press("Enter")
+    # While the model works: a waiting bubble, the send button disabled, a status line.
+    waiting = page.locator(".msg.bot.waiting")
+    waiting.wait_for()
+    assert page.locator("#send").is_disabled()
+    assert "Waiting" in page.locator("#status").inner_text()
+    reply = page.locator(".msg.bot:not(.waiting) .text").first
+    reply.wait_for()
+    assert reply.inner_text() == "echo: there hello"
+    assert page.locator(".msg.user .text").first.inner_text() == "hello there"
+    assert page.locator("#send").is_enabled()
+    assert page.evaluate("document.activeElement.id") == "message"   # ready for the next one
+    # The conversation is announced to screen readers.
+    assert page.get_attribute("#log", "role") == "log"
+    assert page.get_attribute("#log", "aria-live") == "polite"
+    page.close()
+
+
+def test_keyboard_only_conversation_on_a_phone_sized_screen(browser, stand_in_url):
+    page = _open(browser, stand_in_url, width=375, height=667)
+    for i, text in enumerate(["how are you", "<b>bold</b> and a-very-long-word-" + "x" * 80]):
+        page.keyboard.type(text)
+        page.keyboard.press("Enter")
+        page.locator(".msg.bot:not(.waiting)").nth(i).wait_for()
+    # Markup typed by the user is shown as text, never rendered.
+    assert page.locator(".msg.user b").count() == 0
+    assert "<b>bold</b>" in page.locator(".msg.user .text").nth(1).inner_text()
+    # Nothing is wider than the phone: no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # Tab reaches the send button and the settings, in order.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "send"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    page.close()
+
+
+def test_errors_are_shown_and_escape_dismisses_them(browser, stand_in_url):
+    page = _open(browser, stand_in_url)
+    page.keyboard.press("Enter")   # nothing typed
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "Type a message first" in error.inner_text()
+    page.keyboard.press("Escape")
+    error.wait_for(state="hidden")
+    # A request the server refuses (422: too long) shows the server's own message.
+    page.evaluate("document.getElementById('message').removeAttribute('maxlength')")
+    page.fill("#message", "y" * 1200)
+    page.keyboard.press("Enter")
+    error.wait_for(state="visible")
+    assert "at most 1000 characters" in error.inner_text()
+    assert page.get_attribute("#error", "role") == "alert"
+    assert page.input_value("#message") == "y" * 1200   # kept, to edit and retry
+    assert page.evaluate("document.activeElement.id") == "message"
+    page.close()
+
+
+def test_a_server_that_has_gone_is_reported(browser):
+    port = free_port()
+    process = start_server(fake_server_command(port), port)
+    page = _open(browser, f"http://127.0.0.1:{port}/")
+    assert stop_server(process) == 0
+    page.keyboard.type("anyone there")
+    page.keyboard.press("Enter")
+    page.locator("#error").wait_for(state="visible")
+    assert "cannot reach the server" in page.locator("#error").inner_text()
+    assert page.locator(".msg.bot").count() == 0   # no bubble stuck in "thinking"
+    page.close()
