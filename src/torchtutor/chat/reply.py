@@ -1,0 +1,88 @@
+"""`torchtutor chat reply`: one reply per input, from arguments or from stdin lines.
+
+Lines from a pipe or a file are decoded in batches (much faster than one at a time); lines
+typed at a terminal are answered as they come. `--json` prints one object per line with
+`input`, `reply` and `score` (the reply's log-probability; null for an input with no words).
+"""
+
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from torchtutor.chat.decode import (
+    DEFAULT_BATCH,
+    DecodeOptions,
+    notices,
+    options_from_args,
+    reply_batch,
+)
+from torchtutor.runtime.device import resolve_device
+
+
+@dataclass
+class ReplyConfig:
+    run: str
+    device: str
+    texts: list[str]
+    as_json: bool
+    options: DecodeOptions
+
+
+def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json: bool,
+                out: TextIO, err: TextIO, batch_size: int = DEFAULT_BATCH) -> int:
+    """Write one reply per input line to `out` (notices to `err`); return how many."""
+    count = 0
+    for chunk in _chunks(lines, batch_size):
+        for text, reply in zip(chunk, reply_batch(bot, chunk, options), strict=True):
+            if as_json:
+                record = {"input": text, "reply": reply.text,
+                          "score": None if reply.empty else round(reply.score, 4),
+                          "unknown_words": reply.unknown_words, "truncated": reply.truncated,
+                          "empty": reply.empty}
+                if reply.alternatives:
+                    record["alternatives"] = [{"reply": t, "score": round(s, 4)}
+                                              for t, s in reply.alternatives]
+                print(json.dumps(record), file=out)
+            else:
+                print(reply.text, file=out)
+                for note in notices(reply, bot.vocab.has_unk):
+                    print(f"note: {text[:40]!r}: {note}", file=err)
+            count += 1
+        out.flush()
+    return count
+
+
+def _stdin_lines() -> Iterable[str]:
+    # Undecodable bytes become U+FFFD instead of an exception; lines end only at '\n'
+    # so a stray '\r' inside a line stays part of it.
+    return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
+
+
+def main(args) -> int:
+    from torchtutor.chat.run_dir import load_trained
+
+    config = ReplyConfig(run=args.run, device=args.device, texts=list(args.text),
+                         as_json=args.json, options=options_from_args(args))
+    bot = load_trained(config.run, resolve_device(config.device))
+    if config.texts:
+        lines: Iterable[str] = config.texts
+        batch = DEFAULT_BATCH
+    else:
+        lines = _stdin_lines()
+        batch = 1 if sys.stdin.isatty() else DEFAULT_BATCH   # answer typed lines at once
+    reply_lines(bot, lines, config.options, config.as_json, sys.stdout, sys.stderr, batch)
+    return 0

@@ -1,0 +1,58 @@
+"""`chat evaluate`'s numbers on a tiny fitted model, and distinct-n by hand."""
+
+import math
+
+import pytest
+
+from tests.chat.inference_helpers import SENTENCES, trained_tiny_bot
+from torchtutor.chat.decode import DecodeOptions
+from torchtutor.chat.evaluate import distinct_n, evaluate_pairs, format_report, teacher_forced_loss
+from torchtutor.chat.text import normalize
+from torchtutor.runtime.errors import UserError
+
+PAIRS = [(normalize(q), normalize(r)) for q, r in zip(SENTENCES, SENTENCES[1:], strict=False)]
+
+
+def test_distinct_n_by_hand():
+    replies = [["i", "am", "fine"], ["i", "am", "here"], []]
+    assert distinct_n(replies, 1) == pytest.approx(4 / 6)
+    assert distinct_n(replies, 2) == pytest.approx(3 / 4)
+    assert distinct_n([[]], 2) == 0.0
+
+
+def test_fitted_pairs_score_well_and_wrong_pairs_score_badly():
+    bot = trained_tiny_bot()
+    result = evaluate_pairs(bot, PAIRS, DecodeOptions(), samples=3)
+    assert result["loss"] < 0.5 and result["perplexity"] == pytest.approx(math.exp(
+        result["loss"]))
+    assert result["bleu"] > 90     # it learned these replies word for word
+    assert 0 < result["distinct_1"] <= 1 and 0 < result["distinct_2"] <= 1
+    assert result["avg_reply_length"] == pytest.approx(
+        sum(len(r.split()) for _, r in PAIRS) / len(PAIRS))
+    assert len(result["samples"]) == 3
+    text = format_report(result, "test")
+    for key in ("perplexity", "BLEU (greedy)", "distinct-2", "sample exchanges"):
+        assert key in text
+    shuffled = [(q, PAIRS[(i + 3) % len(PAIRS)][1]) for i, (q, _) in enumerate(PAIRS)]
+    worse = evaluate_pairs(bot, shuffled, DecodeOptions(), samples=0)
+    assert worse["loss"] > result["loss"] + 1 and worse["bleu"] < 20
+
+
+def test_loss_matches_a_step_by_step_computation():
+    bot = trained_tiny_bot()
+    loss, tokens = teacher_forced_loss(bot.model, bot.vocab, PAIRS[:2], batch_size=1)
+    assert tokens == sum(len(r.split()) + 1 for _, r in PAIRS[:2])
+    assert loss == pytest.approx(teacher_forced_loss(bot.model, bot.vocab, PAIRS[:2])[0],
+                                 rel=1e-5)
+
+
+def test_bad_pairs_do_not_crash():
+    bot = trained_tiny_bot(has_unk=False)
+    pairs = PAIRS[:2] + [("zzyzx", "hello there !"), (" ".join(["hello"] * 1000), "good bye"),
+                         ("caf\u00e9 \U0001F600", "yes i am .")]
+    result = evaluate_pairs(bot, pairs, DecodeOptions(method="beam", beam_size=2))
+    assert math.isfinite(result["loss"]) and result["pairs"] == 5
+    with pytest.raises(UserError):
+        evaluate_pairs(bot, [], DecodeOptions())
+    with pytest.raises(UserError):
+        teacher_forced_loss(bot.model, bot.vocab, [("zzyzx", "qwerty")])

@@ -1,0 +1,92 @@
+"""`chat talk` and `chat reply` as library loops: quitting, end of input, Ctrl-C, JSON lines,
+and bad input that must never crash them."""
+
+import io
+import json
+
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, trained_tiny_bot
+from torchtutor.chat.decode import DecodeOptions
+from torchtutor.chat.reply import reply_lines
+from torchtutor.chat.talk import talk
+
+
+def feeder(lines, end=EOFError):
+    """A stand-in for `input`: hands out lines, then raises `end` (Ctrl-D or Ctrl-C)."""
+    prompts = []
+    queue = list(lines)
+
+    def read(prompt):
+        prompts.append(prompt)
+        if not queue:
+            raise end
+        return queue.pop(0)
+
+    return read, prompts
+
+
+def test_talk_answers_until_quit():
+    bot = trained_tiny_bot()
+    read, prompts = feeder(["hello there!", "how are you?", "quit", "never read"])
+    out = io.StringIO()
+    assert talk(bot, DecodeOptions(), read, out) == 2
+    lines = out.getvalue().splitlines()
+    assert lines == ["Bot: how are you?", "Bot: i am fine thank you."]
+    assert prompts == ["> "] * 3
+    read, _ = feeder(["  Q  "])
+    assert talk(bot, DecodeOptions(), read, io.StringIO()) == 0
+
+
+def test_talk_ends_cleanly_on_ctrl_d_and_ctrl_c():
+    bot = trained_tiny_bot()
+    for end in (EOFError, KeyboardInterrupt):
+        read, _ = feeder(["hello there!"], end=end)
+        out = io.StringIO()
+        assert talk(bot, DecodeOptions(), read, out) == 1
+        assert out.getvalue().endswith("\n")
+
+
+def test_talk_survives_bad_input_and_says_why():
+    bot = trained_tiny_bot(has_unk=False)
+    read, _ = feeder(BAD_INPUTS + ["zzyzx hello there"])
+    out = io.StringIO()
+    assert talk(bot, DecodeOptions(method="beam", beam_size=3, n_best=2), read,
+                out) == len(BAD_INPUTS) + 1
+    text = out.getvalue()
+    assert "I need some words I know" in text
+    assert "your message was long" in text
+    assert "words I do not know (skipped): zzyzx" in text
+
+
+def test_reply_json_lines_in_order_with_scores():
+    bot = trained_tiny_bot()
+    out, err = io.StringIO(), io.StringIO()
+    inputs = SENTENCES[:3] + [""]
+    assert reply_lines(bot, [t + "\n" for t in inputs], DecodeOptions(), True, out, err,
+                       batch_size=2) == 4
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["input"] for r in records] == inputs
+    assert [r["reply"] for r in records[:3]] == ["how are you?", "i am fine thank you.",
+                                                 "what is your name?"]
+    assert all(r["score"] < 0 for r in records[:3])
+    assert records[3]["reply"] == "" and records[3]["score"] is None and records[3]["empty"]
+
+
+def test_reply_plain_text_survives_bad_input():
+    bot = trained_tiny_bot()
+    out, err = io.StringIO(), io.StringIO()
+    inputs = BAD_INPUTS + ["hello there!"]
+    reply_lines(bot, inputs, DecodeOptions(method="sample", seed=1, top_k=3), False, out, err)
+    # One line per input, even for inputs that get no reply.
+    assert len(out.getvalue().split("\n")) == len(inputs) + 1
+    assert "note:" in err.getvalue()
+
+
+def test_reply_json_shows_n_best():
+    bot = trained_tiny_bot()
+    out = io.StringIO()
+    reply_lines(bot, ["hello there!"], DecodeOptions(method="beam", beam_size=4, n_best=3),
+                True, out, io.StringIO())
+    record = json.loads(out.getvalue())
+    assert record["reply"] == "how are you?"
+    assert len(record["alternatives"]) == 2
+    assert all(a["score"] <= record["score"] for a in record["alternatives"])
