@@ -171,6 +171,14 @@ def test_convokit_timestamps_win_over_ids(tmp_path):
     assert read_convokit(tmp_path / "u.jsonl").pairs == [Pair("first", "second", "c")]
 
 
+def test_convokit_without_numbers_reverses_file_order(tmp_path):
+    rows = [utterance("c", "a", "third"), utterance("b", "a", "second"),
+            utterance("a", "a", "first")]
+    (tmp_path / "u.jsonl").write_text("\n".join(rows))
+    assert read_convokit(tmp_path / "u.jsonl").pairs == [Pair("first", "second", "a"),
+                                                        Pair("second", "third", "a")]
+
+
 def test_convokit_skips_bad_records(tmp_path):
     raw = "\n".join([utterance("L2", "L1", "reply"), "", "{not json",
                      json.dumps({"id": "L5", "text": "no conversation"}),

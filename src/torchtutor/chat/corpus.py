@@ -131,19 +131,21 @@ def read_cornell(folder: str | os.PathLike) -> Corpus:
 # --- Cornell, ConvoKit format ---------------------------------------------------------------
 
 def _utterance_order(utt: dict) -> tuple:
-    """Sort key inside a conversation: timestamp when given, then the number in the id."""
+    """Sort key inside a conversation: timestamp when given, then the number in the id, then
+    reversed file order (ConvoKit lists a conversation newest first, and the notes' reader
+    reverses it)."""
     ts = utt.get("timestamp")
-    m = re.fullmatch(r"(\D*)(\d+)", utt["id"])
-    number = (m.group(1), int(m.group(2))) if m else (utt["id"], -1)
-    return (ts if isinstance(ts, int | float) else float("-inf"), number)
+    m = re.search(r"(\d+)$", utt["id"])
+    return (ts if isinstance(ts, int | float) else float("-inf"),
+            int(m.group(1)) if m else -1, -utt["_position"])
 
 
 def read_convokit(path: str | os.PathLike) -> Corpus:
     """ConvoKit `utterances.jsonl`: one JSON object a line with id, conversation_id, text.
 
-    Utterances are grouped by conversation_id and put in time order (timestamp, else the
-    number in the id, which is how the Cornell ids run); the file itself lists them
-    newest first.
+    Utterances are grouped by conversation_id and put in time order: by timestamp, else by
+    the number in the id (how the Cornell ids run), else newest-first file order reversed as
+    the notes do. `reply-to` is not needed for that and is not read.
     """
     path = Path(path)
     skipped: Counter = Counter()
@@ -172,6 +174,7 @@ def read_convokit(path: str | os.PathLike) -> Corpus:
             skipped["duplicate_line_ids"] += 1
             continue
         seen.add(utt["id"])
+        utt["_position"] = len(seen)
         conversations.setdefault(utt["conversation_id"], []).append(utt)
     pairs: list[Pair] = []
     for conv_id, utts in conversations.items():
