@@ -143,6 +143,10 @@ def test_cli_prepare_fails_with_one_line_when_nothing_usable(tmp_path, capsys):
     assert "1 blank lines" in errors["junk.tsv"]
     assert "not found" in errors["missing.tsv"]
     assert not (tmp_path / "o").exists()
+    (tmp_path / "a_file").write_text("x")
+    assert cli_main(["chat", "prepare", "--corpus", str(small_corpus(tmp_path)),
+                     "--out", str(tmp_path / "a_file")]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write the prepared data")
 
 
 def reference_prepare(folder, max_length: int = 10, min_count: int = 3) -> dict:

@@ -1,4 +1,4 @@
-"""Corpus readers: conversations in, consecutive (query, reply) pairs out.
+r"""Corpus readers: conversations in, consecutive (query, reply) pairs out.
 
 Formats: Cornell Movie-Dialogs in its original ` +++$+++ ` files (iso-8859-1) or as ConvoKit
 `utterances.jsonl`; the ChatterBot YAML corpus (bundled, the default); and our pair file.

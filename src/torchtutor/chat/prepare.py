@@ -168,13 +168,17 @@ def write_prepared(data: PreparedData, out_dir: str | os.PathLike) -> None:
     """DIR/pairs.tsv (raw pairs, the notes' formatted file), vocab.json, {train,valid,test}.tsv
     (normalized pairs) and stats.json; each written atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if data.pairs:
-        write_pairs_file(out / "pairs.tsv", data.pairs)
-    for name in SPLITS:
-        write_pairs_file(out / f"{name}.tsv", data.splits.get(name, []))
-    data.vocab.save(out / "vocab.json")
-    atomic_write_text(out / "stats.json", json.dumps(data.stats, indent=2) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if data.pairs:
+            write_pairs_file(out / "pairs.tsv", data.pairs)
+        for name in SPLITS:
+            write_pairs_file(out / f"{name}.tsv", data.splits.get(name, []))
+        data.vocab.save(out / "vocab.json")
+        atomic_write_text(out / "stats.json", json.dumps(data.stats, indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write the prepared data into {out}: "
+                        f"{exc.strerror or exc}") from None
 
 
 def load_prepared(out_dir: str | os.PathLike) -> PreparedData:
