@@ -159,6 +159,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
     p.add_argument("--teacher-forcing-per-step", action="store_true",
                    help="decide teacher forcing at every step, not once per batch")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="bf16 autocast or float32; auto: bf16 where the hardware is fast at it")
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR exactly")
@@ -211,6 +213,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="how long to gather requests into one batch (0: no batching)")
     p.add_argument("--queue-size", type=_positive_int, default=1024,
                    help="requests waiting beyond this get 503")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads for decoding (default: cores - 1, leaving one "
+                        "for the HTTP side)")
     _decoder_options(p)
     _device(p)
     _handler(p, "torchtutor.chat.serve:main")
