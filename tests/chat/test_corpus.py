@@ -112,6 +112,16 @@ def test_cornell_original_reads_latin1_pairs(tmp_path):
     assert read_any(tmp_path / "z").pairs == EXPECTED
 
 
+def test_cornell_copy_resaved_as_utf8_with_crlf_reads_the_same(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "movie_lines.txt").write_bytes(
+        "".join(line + "\r\n" for line in GOOD_LINES).encode("utf-8"))
+    (tmp_path / "movie_conversations.txt").write_bytes(
+        "".join(c + "\r\n" for c in GOOD_CONVS).encode("utf-8"))
+    c = read_cornell(tmp_path)
+    assert c.pairs == EXPECTED and c.skipped == {}
+
+
 def test_cornell_original_skips_bad_records(tmp_path):
     lines = GOOD_LINES + [
         "",                                           # blank

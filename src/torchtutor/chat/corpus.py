@@ -94,14 +94,25 @@ def _read_bytes(path: Path, what: str) -> bytes:
 
 # --- Cornell, original format ---------------------------------------------------------------
 
+def _decode_cornell(raw: bytes) -> str:
+    """The corpus is iso-8859-1, but copies re-saved as UTF-8 circulate (with CRLF, which the
+    field splitting and stripping absorb). Real latin-1 text with accents is almost never
+    valid UTF-8, so a file that decodes as UTF-8 is taken as UTF-8; else iso-8859-1, which
+    decodes any byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
+
+
 def read_cornell(folder: str | os.PathLike) -> Corpus:
-    """`movie_lines.txt` + `movie_conversations.txt` (fields split on ` +++$+++ `, latin-1)."""
+    """`movie_lines.txt` + `movie_conversations.txt`: fields split on ` +++$+++ `, latin-1."""
     folder = Path(folder)
     skipped: Counter = Counter()
     raw = _read_bytes(folder / "movie_lines.txt", "Cornell lines file")
     skipped["empty_files"] += not raw
     # One list comprehension per step: this file has a quarter of a million lines.
-    rows = [line.split(_SEP) for line in _lines(raw.decode("iso-8859-1"))]
+    rows = [line.split(_SEP) for line in _lines(_decode_cornell(raw))]
     good = [row for row in rows if len(row) == 5]
     _count_bad_rows(rows, len(good), skipped, "lines_with_wrong_field_count")
     # Texts are stripped once here (the notes strip each side of each pair).
@@ -111,7 +122,7 @@ def read_cornell(folder: str | os.PathLike) -> Corpus:
     pairs: list[Pair] = []
     raw = _read_bytes(folder / "movie_conversations.txt", "Cornell conversations file")
     skipped["empty_files"] += not raw
-    rows = [line.split(_SEP) for line in _lines(raw.decode("iso-8859-1"))]
+    rows = [line.split(_SEP) for line in _lines(_decode_cornell(raw))]
     good = [row for row in rows if len(row) == 4]
     _count_bad_rows(rows, len(good), skipped, "conversations_with_wrong_field_count")
     get = texts.get
