@@ -28,10 +28,10 @@ from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_bytes, atomic_write_text
 
 CORNELL_URL = "http://www.cs.cornell.edu/~cristian/data/cornell_movie_dialogs_corpus.zip"
-# The zip's sha256 could not be confirmed from a trustworthy source when this was written, so
-# none is pinned and `--corpus cornell` refuses to download unverified data. Whoever has
-# checked the official file can set TORCHTUTOR_CORNELL_SHA256 (or pin it here).
-CORNELL_SHA256: str | None = None
+# The sha256 of the official zip as registered for this URL by the Julia DataDeps package of
+# the corpus (a file checksum; it could not be recomputed here without network).
+# TORCHTUTOR_CORNELL_SHA256 overrides it should the file ever be republished.
+CORNELL_SHA256: str | None = "3bde8a571f615201bc2d2453e22878090719638592f774720eddec739de8c900"
 CORNELL_HINT = ("download it yourself from " + CORNELL_URL + " and pass --corpus "
                 "/path/to/cornell_movie_dialogs_corpus.zip (or the unpacked folder with "
                 "movie_lines.txt and movie_conversations.txt)")
