@@ -1,0 +1,102 @@
+"""The run folder that `chat train` writes and every later command reads.
+
+RUN_DIR/
+  config.json   {"model": ModelConfig fields, "train": TrainConfig fields, "data": PrepareConfig
+                fields}
+  vocab.json    the vocabulary (chat.vocab)
+  metrics.csv   one row per logged step (train loss, tokens/s) or evaluation (valid loss, ppl)
+  loss.png      the loss curves
+  last.pt       the latest checkpoint: model, both optimizers, schedulers, step, RNG states,
+                data position; what --resume continues from
+  best.pt       the same, at the lowest validation loss so far
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from torchtutor.chat.model import ModelConfig, Seq2Seq
+from torchtutor.chat.vocab import Vocab
+from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+METRICS = "metrics.csv"
+LOSS_PLOT = "loss.png"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainedChatbot:
+    model: Seq2Seq          # in eval mode, on the device asked for
+    vocab: Vocab
+    config: dict            # config.json as read
+    max_length: int         # the data's max_length: replies and inputs stay below it
+
+
+def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
+    text = json.dumps({"model": asdict(model), "train": train, "data": data}, indent=2)
+    atomic_write_text(Path(run_dir) / CONFIG, text + "\n")
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """config.json of a run folder, checked for its three sections; UserError otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} does not exist; train one with "
+                        "`torchtutor chat train --out DIR`")
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a chat run folder (no {CONFIG})")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict) or not all(
+            isinstance(config.get(key), dict) for key in ("model", "train", "data")):
+        raise UserError(f"{path} is not a chat run config (needs model, train and data)")
+    return config
+
+
+def model_config_from(config: dict, source: str | os.PathLike = CONFIG) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)}
+    try:
+        return ModelConfig(**{k: v for k, v in config["model"].items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{source}: bad model config ({exc})") from None
+
+
+def load_trained(run_dir: str | os.PathLike, device: torch.device,
+                 which: str = "best") -> TrainedChatbot:
+    """The trained model (eval mode, on `device`) and its vocabulary.
+
+    `which` is "best" or "last"; a run that never evaluated has no best.pt, and then the last
+    checkpoint is used.
+    """
+    if which not in ("best", "last"):
+        raise UserError(f"checkpoint must be 'best' or 'last', not {which!r}")
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    vocab = Vocab.load(run_dir / VOCAB)
+    model_config = model_config_from(config, run_dir / CONFIG)
+    if model_config.vocab_size != len(vocab):
+        raise UserError(f"{run_dir}: the model has {model_config.vocab_size} outputs but "
+                        f"{VOCAB} holds {len(vocab)} tokens")
+    path = run_dir / (BEST if which == "best" else LAST)
+    if which == "best" and not path.exists():
+        path = run_dir / LAST
+    state = load_checkpoint(path, map_location="cpu", required_keys=("model", "step"))
+    model = Seq2Seq(model_config)
+    load_state_dict_checked(model, state["model"], path)
+    try:
+        max_length = int(config["data"]["max_length"])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{run_dir / CONFIG}: data.max_length missing") from None
+    return TrainedChatbot(model=model.to(device).eval(), vocab=vocab, config=config,
+                          max_length=max_length)

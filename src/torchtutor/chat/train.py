@@ -1,0 +1,571 @@
+"""`torchtutor chat train`: teacher-forced seq2seq training with checkpoints and exact resume.
+
+Layout, top to bottom: the recipes, the config, the objective (what one step differentiates),
+the step function, evaluation, checkpoint state, the loop, `main`.
+
+The loss is the masked negative log-likelihood of the reply's real (non-pad) tokens. The
+default takes its mean over every real token of the batch; `--tutorial-compat` backpropagates
+the notes' sum over time steps of each step's mean, decodes step by step, attends to padding
+and has no UNK, so the two can be compared. Without compat, a fully teacher-forced batch runs
+the whole-sequence decoder and projects only the real target positions onto the vocabulary.
+
+The step function and the loop are separate, and the loss lives in an `nn.Module` (the
+objective) so that DistributedDataParallel could wrap it: a torchrun version would shard the
+data with `BatchStream(rank=, world_size=)` and let rank 0 alone write the run folder.
+"""
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from torchtutor.chat import run_dir as rd
+from torchtutor.chat.batches import Batch, BatchStream, index_pairs, make_batch
+from torchtutor.chat.model import ModelConfig, Seq2Seq
+from torchtutor.chat.prepare import PrepareConfig, prepare_data
+from torchtutor.chat.vocab import SOS, Vocab
+from torchtutor.runtime.checkpoint import (
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
+from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write
+from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
+from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
+
+# --- recipes -------------------------------------------------------------------------------
+
+MODEL_KEYS = ("hidden_size", "encoder_layers", "decoder_layers", "attention", "dropout")
+
+# The notes' settings (their model, optimizer and 4000 iterations of batch 64).
+TUTORIAL = {
+    "hidden_size": 500, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
+    "dropout": 0.1, "batch_size": 64, "lr": 1e-4, "decoder_lr_ratio": 5.0, "clip": 50.0,
+    "teacher_forcing": 1.0, "steps": 4000, "warmup_steps": 0, "schedule": "constant",
+    "bucket": False, "precision": "fp32", "eval_every": 500, "checkpoint_every": 500,
+}
+# Same architecture and sizes; what measured fastest to a given validation loss on Cornell
+# (bench/chat_train.py, bench/RESULTS.md).
+DEFAULT = {
+    **TUTORIAL,
+    "batch_size": 256, "lr": 2e-3, "decoder_lr_ratio": 1.0, "clip": 1.0,
+    "warmup_steps": 100, "schedule": "cosine", "steps": 3000, "bucket": True,
+    "precision": "auto", "eval_every": 250, "checkpoint_every": 250,
+}
+RECIPES = {"tutorial": TUTORIAL, "default": DEFAULT}
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    recipe: str = "default"
+    tutorial_compat: bool = False
+    steps: int | None = 4000             # optimizer steps; None: until the time budget is spent
+    time_budget: float | None = None     # seconds of training (evaluation and saving excluded)
+    batch_size: int = 64
+    lr: float = 1e-4                     # encoder (and embedding) learning rate
+    decoder_lr_ratio: float = 5.0        # decoder lr = lr * this
+    clip: float = 50.0                   # gradient norm clip, per optimizer's parameters
+    teacher_forcing: float = 1.0
+    teacher_forcing_per_step: bool = False
+    warmup_steps: int = 0
+    schedule: str = "constant"           # constant | cosine | linear (after the warm-up)
+    schedule_steps: int = 4000           # the decay's horizon
+    bucket: bool = False                 # batch pairs of similar length together
+    precision: str = "fp32"              # fp32 | bf16 (autocast) | auto
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    target_valid_loss: float | None = None   # stop once the validation loss is at most this
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    train_seconds: float        # time in training steps only
+    tokens: int                 # real target tokens trained on
+    valid_loss: float | None
+    best_valid_loss: float | None
+    reached_target: bool = False
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+    # (step, train_seconds, valid_loss) of every evaluation of this session
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays off on GPUs that support it and on CPUs with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                flags = next((line for line in f if line.startswith("flags")), "").split()
+        except OSError:
+            return False
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    return False
+
+
+def autocast_for(config: TrainConfig, device: torch.device) -> AbstractContextManager:
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(device))
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --- the objective -------------------------------------------------------------------------
+
+class Objective(nn.Module):
+    """The training loss of one batch, as a module (so DDP could wrap it).
+
+    forward returns (loss to backpropagate, summed NLL over real tokens (detached)).
+    """
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, lengths: Tensor, targets: Tensor, mask: Tensor,
+                teacher_forced: list[bool]) -> tuple[Tensor, Tensor]:
+        model = self.model
+        compat = model.config.tutorial_compat
+        encoder_outputs, encoder_mask, hidden = model.encode(inputs, lengths)
+        if all(teacher_forced) and not compat:
+            # Whole sequence; only the real positions go through the output layer.
+            features = model.teacher_forced_features(targets, hidden, encoder_outputs,
+                                                     encoder_mask)
+            logits = model.out(features[mask]).float()
+            nll_sum = F.cross_entropy(logits, targets[mask], reduction="sum")
+            return nll_sum / mask.sum(), nll_sum.detach()
+        tokens = torch.full_like(targets[0], SOS)
+        rows = []
+        for t in range(targets.size(0)):
+            log_probs, hidden, _ = model.decode_step(tokens, hidden, encoder_outputs,
+                                                     encoder_mask)
+            rows.append(-log_probs.gather(1, targets[t].unsqueeze(1)).squeeze(1))
+            # Feed the true token, or the model's own guess (no gradient flows through it).
+            tokens = targets[t] if teacher_forced[t] else log_probs.argmax(dim=1)
+        nll = torch.stack(rows).float() * mask
+        if compat:
+            # The notes: each step's mean over its real tokens, summed over the steps.
+            loss = (nll.sum(dim=1) / mask.sum(dim=1)).sum()
+        else:
+            loss = nll.sum() / mask.sum()
+        return loss, nll.sum().detach()
+
+
+def teacher_forcing_plan(ratio: float, steps: int, per_step: bool) -> list[bool]:
+    """Per step whether to feed the true token: one draw per batch (the notes) or per step."""
+    if per_step:
+        return [random.random() < ratio for _ in range(steps)]
+    return [random.random() < ratio] * steps
+
+
+# --- one step ------------------------------------------------------------------------------
+
+def make_optimizers(model: Seq2Seq, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """The notes' two Adams: encoder (with the embedding) at lr, decoder at lr * ratio."""
+    return [torch.optim.Adam(model.encoder_parameters(), lr=config.lr),
+            torch.optim.Adam(model.decoder_parameters(), lr=config.lr * config.decoder_lr_ratio)]
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of the base learning rates before optimizer step `step + 1`."""
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    span = max(1, config.schedule_steps - config.warmup_steps)
+    done = min(1.0, max(0, step - config.warmup_steps) / span)
+    if config.schedule == "cosine":
+        decay = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * done))
+    elif config.schedule == "linear":
+        decay = 1.0 - 0.95 * done
+    else:
+        decay = 1.0
+    return warm * decay
+
+
+def make_schedulers(optimizers: list[torch.optim.Optimizer], config: TrainConfig,
+                    ) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    return [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, config))
+            for opt in optimizers]
+
+
+def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
+               schedulers: list, batch: Batch, config: TrainConfig,
+               autocast: AbstractContextManager) -> float:
+    """One optimizer step on `batch`; returns the mean NLL per real target token.
+
+    Raises NonFiniteLoss before touching the weights when the loss is NaN or infinite.
+    """
+    model = objective.model
+    plan = teacher_forcing_plan(config.teacher_forcing, batch.max_target_len,
+                                config.teacher_forcing_per_step)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    with autocast:
+        loss, nll_sum = objective(batch.inputs, batch.lengths, batch.targets, batch.mask, plan)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(value)
+    loss.backward()
+    # The notes clip the encoder's and the decoder's parameters separately.
+    norms = [nn.utils.clip_grad_norm_(model.encoder_parameters(), config.clip),
+             nn.utils.clip_grad_norm_(model.decoder_parameters(), config.clip)]
+    if not all(math.isfinite(float(norm)) for norm in norms):
+        raise NonFiniteLoss(float("nan"))  # a finite loss with overflowing gradients
+    for opt in optimizers:
+        opt.step()
+    for scheduler in schedulers:
+        scheduler.step()
+    return nll_sum.item() / batch.target_tokens
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+def eval_batches(indexed: list[tuple[list[int], list[int]]], batch_size: int = 256,
+                 ) -> list[Batch]:
+    """Fixed batches over a split, grouped by length so little is padding."""
+    ordered = sorted(indexed, key=lambda p: (len(p[0]), len(p[1])))
+    return [make_batch(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
+
+
+@torch.no_grad()
+def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) -> float:
+    """Mean NLL per real target token, teacher forced, in float32, dropout off."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        batch = batch.to(device)
+        encoder_outputs, encoder_mask, hidden = model.encode(batch.inputs, batch.lengths)
+        features = model.teacher_forced_features(batch.targets, hidden, encoder_outputs,
+                                                 encoder_mask)
+        logits = model.out(features[batch.mask])
+        total += F.cross_entropy(logits, batch.targets[batch.mask], reduction="sum").item()
+        count += batch.target_tokens
+    model.train(was_training)
+    return total / count
+
+
+# --- checkpoints and the run folder --------------------------------------------------------
+
+@dataclass
+class LoopState:
+    step: int = 0
+    train_seconds: float = 0.0
+    tokens: int = 0
+    valid_loss: float | None = None
+    best_valid_loss: float | None = None
+
+
+def checkpoint_state(model: Seq2Seq, optimizers: list, schedulers: list, stream: BatchStream,
+                     state: LoopState) -> dict:
+    return {"model": model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in optimizers],
+            "schedulers": [s.state_dict() for s in schedulers],
+            "stream": stream.state_dict(),
+            "rng": rng_state(),
+            "model_config": asdict(model.config),
+            **asdict(state)}
+
+
+def restore(path: Path, model: Seq2Seq, optimizers: list, schedulers: list,
+            stream: BatchStream) -> LoopState:
+    ckpt = load_checkpoint(path, required_keys=("model", "optimizers", "schedulers", "stream",
+                                                "rng", "step"))
+    load_state_dict_checked(model, ckpt["model"], path)
+    try:
+        for opt, sd in zip(optimizers, ckpt["optimizers"], strict=True):
+            opt.load_state_dict(sd)
+        for scheduler, sd in zip(schedulers, ckpt["schedulers"], strict=True):
+            scheduler.load_state_dict(sd)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"checkpoint {path} does not fit these optimizers ({exc})") from None
+    stream.load_state_dict(ckpt["stream"])
+    set_rng_state(ckpt["rng"])
+    known = {f.name for f in fields(LoopState)}
+    return LoopState(**{k: ckpt[k] for k in known if k in ckpt})
+
+
+METRIC_FIELDS = ["step", "epoch", "train_loss", "valid_loss", "valid_ppl", "lr",
+                 "tokens_per_s", "train_seconds"]
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop rows past `step` (written after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    rows = [r for r in read_metrics(path) if int(r["step"]) <= step]
+    lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k, "") for k in METRIC_FIELDS)
+                                         for r in rows]
+    atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+
+
+def plot_losses(metrics_path: Path, out_path: Path) -> None:
+    """The train and validation loss curves, written atomically as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key, label in (("train_loss", "train"), ("valid_loss", "validation")):
+        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, label=label, marker="o" if key == "valid_loss" else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL per token")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+def _say(text: str) -> None:
+    """A line on stdout that does not break a progress bar."""
+    tqdm.write(text, file=sys.stdout)
+
+
+def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
+          resume: bool = False, epochs: float | None = None,
+          after_step: Callable[[int, Seq2Seq, float], None] | None = None) -> TrainResult:
+    """Train into `config.out`. `epochs` (if given) sets `config.steps` from the data.
+
+    `after_step(step, model, loss)` runs after every step (the bench records the first losses
+    with it; tests interrupt a run with it).
+    """
+    out = Path(config.out)
+    device = resolve_device(config.device)
+    if config.tutorial_compat and data_config.has_unk:
+        raise UserError("--tutorial-compat uses a vocabulary without UNK (has_unk=False)")
+    if not resume and (out / rd.LAST).exists():
+        raise UserError(f"{out} already holds a run; continue it with --resume or pick "
+                        "another --out")
+    seed_everything(config.seed)
+    data = prepare_data(data_config)
+    vocab = data.vocab
+    if resume:
+        saved = Vocab.load(out / rd.VOCAB)
+        if saved.index2word != vocab.index2word:
+            raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
+                            "cannot resume")
+    train_indexed = index_pairs(data.splits["train"], vocab)
+    if not train_indexed:
+        raise UserError(f"no training pairs in {data_config.corpus}")
+    valid = eval_batches(index_pairs(data.splits["valid"], vocab))
+    stream = BatchStream(train_indexed, config.batch_size, seed=config.seed, bucket=config.bucket)
+    if epochs is not None:
+        config.steps = max(1, math.ceil(epochs * stream.batches_per_epoch))
+        if not resume:
+            config.schedule_steps = config.steps
+    if config.steps is None and config.time_budget is None:
+        raise UserError("give --steps, --epochs or --time-budget")
+
+    model = Seq2Seq(ModelConfig(vocab_size=len(vocab), tutorial_compat=config.tutorial_compat,
+                                **model_params)).to(device)
+    objective = Objective(model)
+    optimizers = make_optimizers(model, config)
+    schedulers = make_schedulers(optimizers, config)
+    autocast = autocast_for(config, device)
+    state = LoopState()
+    if resume:
+        state = restore(out / rd.LAST, model, optimizers, schedulers, stream)
+        keep_metrics_until(out / rd.METRICS, state.step)
+        _say(f"resuming {out} at step {state.step}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        vocab.save(out / rd.VOCAB)
+    rd.write_config(out, model.config, asdict(config), asdict(data_config))
+
+    def save(name: str) -> None:
+        save_checkpoint(out / name, checkpoint_state(model, optimizers, schedulers, stream,
+                                                     state))
+
+    reached = False
+
+    def done() -> bool:
+        return ((config.steps is not None and state.step >= config.steps)
+                or (config.time_budget is not None and state.train_seconds >= config.time_budget)
+                or reached)
+
+    evaluations: list[tuple[int, float, float]] = []
+    metrics = MetricsLog(out / rd.METRICS, METRIC_FIELDS)
+    bar = progress(total=config.steps, initial=state.step, desc="train", unit="step")
+    window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
+    log_every = max(1, min(50, config.eval_every))
+    batches = iter(stream)
+    model.train()
+    try:
+        while not done():
+            started = time.perf_counter()
+            batch = next(batches).to(device)
+            try:
+                loss = train_step(objective, optimizers, schedulers, batch, config, autocast)
+            except NonFiniteLoss as exc:
+                last = out / rd.LAST
+                kept = (f"the last good checkpoint is {last}" if last.exists()
+                        else "no checkpoint was saved yet")
+                raise UserError(f"loss became {exc.args[0]} at step {state.step + 1}; "
+                                f"stopped ({kept})") from None
+            seconds = time.perf_counter() - started
+            state.step += 1
+            state.train_seconds += seconds
+            state.tokens += batch.target_tokens
+            window_loss += loss * batch.target_tokens
+            window_tokens += batch.target_tokens
+            window_steps += 1
+            window_seconds += seconds
+            if after_step is not None:
+                after_step(state.step, model, loss)
+
+            evaluate_now = state.step % config.eval_every == 0 or done()
+            if state.step % log_every == 0 or evaluate_now:
+                epoch = stream.epoch + stream.position / max(1, stream.batches_per_epoch)
+                row = {"step": state.step, "epoch": f"{epoch:.3f}",
+                       "train_loss": f"{window_loss / window_tokens:.4f}",
+                       "lr": f"{optimizers[0].param_groups[0]['lr']:.3g}",
+                       "tokens_per_s": f"{window_tokens / window_seconds:.0f}",
+                       "train_seconds": f"{state.train_seconds:.1f}"}
+                if evaluate_now and valid:
+                    state.valid_loss = validation_loss(model, valid, device)
+                    row["valid_loss"] = f"{state.valid_loss:.4f}"
+                    row["valid_ppl"] = f"{math.exp(min(state.valid_loss, 50.0)):.2f}"
+                    evaluations.append((state.step, state.train_seconds, state.valid_loss))
+                    if config.target_valid_loss is not None:
+                        reached = state.valid_loss <= config.target_valid_loss
+                metrics.log(**row)
+                bar.set_postfix_str(_postfix(row, config, state, window_seconds / window_steps))
+                if "valid_loss" in row:
+                    _say(f"step {state.step}: train loss {row['train_loss']}, valid loss "
+                         f"{row['valid_loss']} (ppl {row['valid_ppl']}), "
+                         f"{row['tokens_per_s']} tokens/s")
+                window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
+                if evaluate_now:
+                    improved = state.valid_loss is not None and (
+                        state.best_valid_loss is None or state.valid_loss < state.best_valid_loss)
+                    if improved:
+                        state.best_valid_loss = state.valid_loss
+                        save(rd.BEST)
+                    plot_losses(out / rd.METRICS, out / rd.LOSS_PLOT)
+            if state.step % config.checkpoint_every == 0 or done():
+                save(rd.LAST)
+            bar.update(1)
+    finally:
+        bar.close()
+        metrics.close()
+    if not valid:  # nothing to validate on: the best checkpoint is the last one
+        save(rd.BEST)
+    return TrainResult(run_dir=out, steps=state.step, train_seconds=state.train_seconds,
+                       tokens=state.tokens, valid_loss=state.valid_loss,
+                       best_valid_loss=state.best_valid_loss, reached_target=reached,
+                       evaluations=evaluations)
+
+
+def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: float) -> str:
+    left = []
+    if config.steps is not None:
+        left.append((config.steps - state.step) * step_seconds)
+    if config.time_budget is not None:
+        left.append(config.time_budget - state.train_seconds)
+    text = f"loss {row['train_loss']} {row['tokens_per_s']} tok/s"
+    if left:
+        text += f" left {max(0.0, min(left)) / 60:.1f} min"
+    return text
+
+
+# --- command line --------------------------------------------------------------------------
+
+RESUMABLE = ("steps", "epochs", "time_budget", "device", "eval_every", "checkpoint_every")
+
+
+def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
+    """Turn `chat train` arguments into (train config, model params, data config, epochs).
+
+    Options left unset take the recipe's value; --tutorial-compat implies --recipe tutorial.
+    """
+    recipe_name = "tutorial" if args.tutorial_compat else args.recipe
+    recipe = RECIPES[recipe_name]
+
+    def pick(name: str):
+        value = getattr(args, name, None)
+        return recipe[name] if value is None else value
+
+    steps = args.steps
+    if steps is None and args.epochs is None and args.time_budget is None:
+        steps = recipe["steps"]
+    if args.epochs is not None and args.epochs <= 0:
+        raise UserError("--epochs must be positive")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UserError("--time-budget must be positive")
+    config = TrainConfig(
+        out=args.out, recipe=recipe_name, tutorial_compat=args.tutorial_compat,
+        steps=steps, time_budget=args.time_budget,
+        teacher_forcing_per_step=args.teacher_forcing_per_step,
+        schedule_steps=steps if steps is not None else recipe["steps"],
+        seed=args.seed, device=args.device,
+        **{name: pick(name) for name in (
+            "batch_size", "lr", "decoder_lr_ratio", "clip", "teacher_forcing", "warmup_steps",
+            "schedule", "bucket", "precision", "eval_every", "checkpoint_every")})
+    if not 0.0 <= config.teacher_forcing <= 1.0:
+        raise UserError("--teacher-forcing must be in [0, 1]")
+    if config.lr <= 0 or config.decoder_lr_ratio <= 0 or config.clip <= 0:
+        raise UserError("--lr, --decoder-lr-ratio and --clip must be positive")
+    model_params = {name: pick(name) for name in MODEL_KEYS}
+    if not 0.0 <= model_params["dropout"] < 1.0:
+        raise UserError("--dropout must be in [0, 1)")
+    data = PrepareConfig(corpus=args.corpus, max_length=args.max_length,
+                         min_count=args.min_count, oov=args.oov,
+                         valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
+                         seed=args.seed, has_unk=not args.tutorial_compat)
+    return config, model_params, data, args.epochs
+
+
+def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
+    """The stored configs of RUN_DIR, with a new length, device or eval/save cadence."""
+    stored = rd.read_config(args.out)
+    try:
+        config = TrainConfig(**{**stored["train"], "out": args.out})
+        model_params = {k: stored["model"][k] for k in MODEL_KEYS}
+        data = PrepareConfig(**stored["data"])
+    except (TypeError, KeyError) as exc:
+        raise UserError(f"{Path(args.out) / rd.CONFIG} does not hold a train config ({exc})") \
+            from None
+    if args.steps is not None or args.epochs is not None or args.time_budget is not None:
+        config.steps, config.time_budget = args.steps, args.time_budget
+    for name in ("eval_every", "checkpoint_every"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    config.device = args.device
+    return config, model_params, data, args.epochs
+
+
+def main(args) -> int:
+    config, model_params, data, epochs = (resumed_configs(args) if args.resume
+                                          else configs_from_args(args))
+    result = train(config, model_params, data, resume=args.resume, epochs=epochs)
+    valid = (f"validation loss {result.valid_loss:.3f} (perplexity "
+             f"{math.exp(min(result.valid_loss, 50.0)):.1f})"
+             if result.valid_loss is not None else "no validation split")
+    rate = result.tokens / result.train_seconds if result.train_seconds else 0.0
+    print(f"trained {result.steps} steps in {result.train_seconds:.0f} s ({rate:.0f} tokens/s); "
+          f"{valid}; run folder {result.run_dir}")
+    return 0

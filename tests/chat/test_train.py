@@ -1,0 +1,252 @@
+"""Training: the losses, the CLI run folder, exact resume, kill -9 safety, NaN stops."""
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchtutor import cli
+from torchtutor.chat import run_dir as rd
+from torchtutor.chat.batches import make_batch
+from torchtutor.chat.model import ModelConfig, Seq2Seq
+from torchtutor.chat.prepare import PrepareConfig
+from torchtutor.chat.run_dir import load_trained
+from torchtutor.chat.train import (
+    Objective,
+    TrainConfig,
+    configs_from_args,
+    lr_factor,
+    teacher_forcing_plan,
+    train,
+)
+from torchtutor.runtime.checkpoint import load_checkpoint
+from torchtutor.runtime.errors import UserError
+
+TINY = {"hidden_size": 24, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
+        "dropout": 0.1}
+# Two small hand-made pairs of different lengths (ids >= 3; EOS = 2 ends each side).
+PAIRS = [([5, 6, 7, 2], [8, 9, 2]), ([10, 2], [11, 12, 13, 14, 2]), ([4, 4, 2], [2])]
+
+
+def tiny_model(compat: bool = False, seed: int = 0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    return Seq2Seq(ModelConfig(vocab_size=16, hidden_size=12, dropout=0.0,
+                               tutorial_compat=compat))
+
+
+def hand_loss_terms(model: Seq2Seq, batch):
+    """Per-position NLL (T, B) from the whole-sequence decoder, computed independently."""
+    enc, mask, hidden = model.encode(batch.inputs, batch.lengths)
+    log_probs = model.decode_teacher_forced(batch.targets, hidden, enc, mask)
+    return -log_probs.gather(2, batch.targets.unsqueeze(2)).squeeze(2)
+
+
+def test_default_loss_is_the_mean_over_real_tokens():
+    model = tiny_model()
+    batch = make_batch(PAIRS)
+    nll = hand_loss_terms(model, batch)
+    expected = nll[batch.mask].sum() / batch.mask.sum()
+    objective = Objective(model)
+    whole, nll_sum = objective(batch.inputs, batch.lengths, batch.targets, batch.mask,
+                               [True] * batch.max_target_len)
+    torch.testing.assert_close(whole, expected)
+    torch.testing.assert_close(nll_sum, nll[batch.mask].sum())
+    # The last step's decision feeds nothing, so this runs the step-by-step path on the same
+    # inputs: it must give the same loss.
+    stepwise, _ = objective(batch.inputs, batch.lengths, batch.targets, batch.mask,
+                            [True] * (batch.max_target_len - 1) + [False])
+    torch.testing.assert_close(stepwise, expected)
+
+
+def test_tutorial_compat_loss_is_the_sum_of_per_step_means():
+    model = tiny_model(compat=True)
+    batch = make_batch(PAIRS)
+    nll = hand_loss_terms(model, batch)
+    mask = batch.mask
+    expected = sum(nll[t][mask[t]].mean() for t in range(mask.size(0)))
+    loss, nll_sum = Objective(model)(batch.inputs, batch.lengths, batch.targets, mask,
+                                     [True] * batch.max_target_len)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(nll_sum, nll[mask].sum())
+    assert not torch.isclose(loss, nll[mask].mean())  # the two reductions do differ here
+
+
+def test_free_running_feeds_the_models_own_guesses():
+    model = tiny_model()
+    batch = make_batch(PAIRS)
+    plan_tf = [True] * batch.max_target_len
+    plan_free = [False] * batch.max_target_len
+    objective = Objective(model)
+    teacher, _ = objective(batch.inputs, batch.lengths, batch.targets, batch.mask, plan_tf)
+    free, _ = objective(batch.inputs, batch.lengths, batch.targets, batch.mask, plan_free)
+    assert not torch.isclose(teacher, free)
+
+
+def test_teacher_forcing_plans():
+    assert teacher_forcing_plan(1.0, 5, per_step=False) == [True] * 5
+    assert teacher_forcing_plan(0.0, 5, per_step=True) == [False] * 5
+    random.seed(3)
+    per_batch = [set(teacher_forcing_plan(0.5, 8, per_step=False)) for _ in range(20)]
+    assert all(len(s) == 1 for s in per_batch) and len(set().union(*per_batch)) == 2
+    per_step = teacher_forcing_plan(0.5, 200, per_step=True)
+    assert 50 < sum(per_step) < 150
+
+
+def test_lr_schedule_warms_up_and_decays():
+    config = TrainConfig(out="x", warmup_steps=10, schedule="cosine", schedule_steps=110)
+    assert lr_factor(0, config) == pytest.approx(0.1)
+    assert lr_factor(9, config) == pytest.approx(1.0)
+    assert lr_factor(60, config) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_factor(110, config) == pytest.approx(0.05)
+    assert lr_factor(500, TrainConfig(out="x")) == 1.0
+
+
+def _args(out, *extra):
+    return cli.build_parser().parse_args(["chat", "train", "--corpus", "chatterbot", "--out",
+                                          str(out), *extra])
+
+
+def test_recipes_and_compat_options(tmp_path):
+    config, model, data, _ = configs_from_args(_args(tmp_path, "--tutorial-compat"))
+    assert config.recipe == "tutorial" and config.tutorial_compat and not data.has_unk
+    assert (config.batch_size, config.lr, config.decoder_lr_ratio, config.clip,
+            config.teacher_forcing, config.steps) == (64, 1e-4, 5.0, 50.0, 1.0, 4000)
+    assert model == {"hidden_size": 500, "encoder_layers": 2, "decoder_layers": 2,
+                     "attention": "dot", "dropout": 0.1}
+    config, model, data, _ = configs_from_args(_args(tmp_path, "--lr", "0.01", "--steps", "7"))
+    assert config.recipe == "default" and data.has_unk and config.lr == 0.01
+    assert config.steps == 7 and model["hidden_size"] == 500
+
+
+def run_cli(*argv) -> int:
+    return cli.main(["chat", "train", "--corpus", "chatterbot", *argv])
+
+
+def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    assert run_cli("--out", str(out), "--steps", "20", "--hidden-size", "24",
+                   "--batch-size", "16", "--eval-every", "10", "--device", "cpu") == 0
+    assert time.perf_counter() - start < 60
+    for name in (rd.CONFIG, rd.VOCAB, rd.METRICS, rd.LOSS_PLOT, rd.LAST, rd.BEST):
+        assert (out / name).is_file(), name
+    assert (out / rd.LOSS_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = capsys.readouterr().out
+    assert "trained 20 steps" in text and "validation loss" in text
+    rows = rd.read_config(out)
+    assert rows["model"]["hidden_size"] == 24 and rows["train"]["steps"] == 20
+    metrics = (out / rd.METRICS).read_text().splitlines()
+    assert metrics[0].startswith("step,") and metrics[-1].startswith("20,")
+    last = load_checkpoint(out / rd.LAST)
+    assert last["step"] == 20 and last["stream"]["position"] + last["stream"]["epoch"] > 0
+    bot = load_trained(out, torch.device("cpu"))
+    assert not bot.model.training and bot.max_length == 10 and bot.vocab.has_unk
+    # a second run into the same folder is refused, with one line
+    assert run_cli("--out", str(out), "--steps", "2") == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def _train(out, steps, after_step=None, resume=False, compat=False):
+    config = TrainConfig(out=str(out), steps=steps, batch_size=16, lr=3e-3, eval_every=3,
+                         checkpoint_every=4, bucket=True, teacher_forcing=0.7,
+                         warmup_steps=2, schedule="cosine", schedule_steps=steps,
+                         precision="fp32", device="cpu", tutorial_compat=compat)
+    return train(config, dict(TINY), PrepareConfig(has_unk=not compat), resume=resume,
+                 after_step=after_step)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, compat):
+    whole = _train(tmp_path / "whole", 10, compat=compat)
+
+    def stop_at_6(step, model, loss):
+        if step == 6:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        _train(tmp_path / "cut", 10, after_step=stop_at_6, compat=compat)
+    assert load_checkpoint(tmp_path / "cut" / rd.LAST)["step"] == 4
+    resumed = _train(tmp_path / "cut", 10, resume=True, compat=compat)
+    assert resumed.steps == whole.steps == 10
+    a = load_checkpoint(tmp_path / "whole" / rd.LAST)
+    b = load_checkpoint(tmp_path / "cut" / rd.LAST)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["stream"] == b["stream"]
+    steps = [int(line.split(",")[0])
+             for line in (tmp_path / "cut" / rd.METRICS).read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps))  # rows past the checkpoint were dropped, none doubled
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(step, model, loss):
+        if step == 5:
+            with torch.no_grad():
+                model.out.weight.fill_(float("nan"))
+    with pytest.raises(UserError) as info:
+        _train(tmp_path / "nan", 10, after_step=poison)
+    message = str(info.value)
+    assert "\n" not in message and "nan" in message and "step 6" in message
+    last = load_checkpoint(tmp_path / "nan" / rd.LAST)
+    assert last["step"] == 4
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+
+
+def test_kill_9_never_corrupts_a_checkpoint(tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
+    command = [sys.executable, "-m", "torchtutor", "chat", "train", "--corpus", "chatterbot",
+               "--out", str(out), "--steps", "100000", "--hidden-size", "24",
+               "--batch-size", "8", "--checkpoint-every", "1", "--eval-every", "5",
+               "--device", "cpu"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / rd.LAST).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (out / rd.LAST).exists(), "training never wrote a checkpoint"
+        time.sleep(0.7)  # a checkpoint is written every step, so this lands mid-work
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    state = load_checkpoint(out / rd.LAST)
+    assert state["step"] >= 1
+    before = state["step"]
+    assert run_cli("--out", str(out), "--resume", "--steps", str(before + 2),
+                   "--device", "cpu") == 0
+    assert load_checkpoint(out / rd.LAST)["step"] == before + 2
+
+
+def test_load_trained_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_trained(tmp_path / "missing", torch.device("cpu"))
+    out = tmp_path / "run"
+    _train(out, 4)
+    (out / rd.BEST).write_bytes((out / rd.BEST).read_bytes()[:100])
+    with pytest.raises(UserError) as info:
+        load_trained(out, torch.device("cpu"))
+    assert "\n" not in str(info.value) and "corrupt" in str(info.value)
+    assert load_trained(out, torch.device("cpu"), which="last").model.config.hidden_size == 24
+    (out / rd.CONFIG).write_text("{not json")
+    with pytest.raises(UserError, match="cannot read"):
+        load_trained(out, torch.device("cpu"), which="last")
+
+
+def test_validation_loss_is_finite_and_logged(tmp_path):
+    result = _train(tmp_path / "v", 6)
+    assert [e[0] for e in result.evaluations] == [3, 6]
+    assert all(math.isfinite(e[2]) for e in result.evaluations)
+    assert result.best_valid_loss == min(e[2] for e in result.evaluations)
