@@ -8,11 +8,16 @@ draining can be tested without a trained model.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -59,6 +64,39 @@ class EchoReplier:
     @property
     def batch_sizes(self) -> list[int]:
         return [len(texts) for texts, _ in self.calls]
+
+
+# A tiny pairs corpus: every word appears often enough to survive trimming.
+TINY_PAIRS = [("hello there", "hi how are you ?"), ("how are you ?", "i am fine ."),
+              ("what is your name ?", "my name is bot ."), ("are you a robot ?", "yes i am ."),
+              ("good bye", "bye !"), ("do you like music ?", "i like music .")]
+_tiny_run: Path | None = None
+
+
+def tiny_run() -> Path:
+    """A really trained (5 steps, hidden 16) run folder, made once per test session."""
+    global _tiny_run
+    if _tiny_run is None:
+        from torchtutor.cli import main
+
+        folder = Path(tempfile.mkdtemp(prefix="tt-serve-run-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        corpus = folder / "pairs.tsv"
+        corpus.write_text("".join(f"{q}\t{r}\n" for q, r in TINY_PAIRS * 4), encoding="utf-8")
+        args = ["chat", "train", "--corpus", str(corpus), "--out", str(folder / "run"),
+                "--steps", "5", "--hidden-size", "16", "--min-count", "1",
+                "--batch-size", "8", "--device", "cpu"]
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = main(args)
+        assert code == 0, out.getvalue()
+        _tiny_run = folder / "run"
+    return _tiny_run
+
+
+def serve_command(run: Path, port: int, *extra: str) -> list[str]:
+    """The real `torchtutor chat serve` command line."""
+    return [sys.executable, "-m", "torchtutor", "chat", "serve", "--run", str(run),
+            "--port", str(port), "--device", "cpu", "--threads", "1", *extra]
 
 
 def free_port() -> int:

@@ -17,12 +17,15 @@ from tests.chat.serve_support import (
     EchoReplier,
     fake_server_command,
     free_port,
+    serve_command,
     start_server,
     stop_server,
+    tiny_run,
 )
 from torchtutor.chat.batcher import MicroBatcher, Overloaded, ShuttingDown
 from torchtutor.chat.decode import DecodeOptions
-from torchtutor.chat.serve import MAX_TEXT_CHARS, create_app
+from torchtutor.chat.serve import MAX_TEXT_CHARS, create_app, load_replier
+from torchtutor.cli import main
 
 # --- the micro-batcher on its own -------------------------------------------------------------
 
@@ -392,3 +395,79 @@ def test_sigterm_stops_accepting_finishes_in_flight_and_exits():
         [f"echo: {i} flight in" for i in range(4)]
     assert time.monotonic() - started >= 1.0   # it waited for the work, then exited
     assert "stand-in server stopped" in process.stdout.read()
+
+
+# --- the real path: a trained run, load_trained and reply_batch -------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir():
+    return tiny_run()
+
+
+def test_real_run_batched_replies_equal_one_at_a_time(run_dir):
+    replier, info = load_replier(str(run_dir), "cpu")
+    assert info["vocab_size"] > 4 and info["max_length"] == 10
+    texts = ["hello there", "how are you ?", "what is your name ?", "good bye",
+             "do you like music ?", "are you a robot ? xyzzy"]
+    alone = [client_reply["reply"] for client_reply in _one_at_a_time(replier, info, texts)]
+
+    app = create_app(replier, max_batch=64, batch_window_ms=100.0, has_unk=info["has_unk"])
+
+    async def together():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), \
+                httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = await asyncio.gather(*(client.post("/api/reply", json={"text": t})
+                                             for t in texts))
+            return [a.json() for a in answers], app.state.batcher.stats
+
+    batched, stats = asyncio.run(together())
+    assert stats.largest_batch == len(texts)          # really decoded as one batch
+    assert [b["reply"] for b in batched] == alone     # and padding changed nothing
+    assert batched[-1]["unknown_words"] == ["xyzzy"]
+
+
+def _one_at_a_time(replier, info, texts):
+    app = create_app(replier, batch_window_ms=0.0, has_unk=info["has_unk"])
+    with TestClient(app) as client:
+        return [client.post("/api/reply", json={"text": t}).json() for t in texts]
+
+
+def test_real_run_served_by_the_command(run_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(serve_command(run_dir, port, "--decoder", "beam", "--beam-size", "3"),
+                           port)
+    try:
+        health = httpx.get(url + "/healthz").json()
+        assert health["model"]["run"] == "run" and health["defaults"]["method"] == "beam"
+        body = httpx.post(url + "/api/reply", json={"text": "Hello there, qwertyuiop!",
+                                                    "n_best": 3}).json()
+        assert isinstance(body["reply"], str) and body["unknown_words"] == ["qwertyuiop"]
+        assert len(body["alternatives"]) == 2 and body["truncated"] is False
+        long = httpx.post(url + "/api/reply", json={"text": "hello " * 30}).json()
+        assert long["truncated"] is True
+        assert httpx.post(url + "/api/reply", json={"text": "hi", "n_best": 4}).status_code \
+            == 422   # more than the server's default beam of 3
+    finally:
+        assert stop_server(process) == 0
+
+
+def test_serve_reports_a_missing_run_in_one_line(tmp_path, capsys):
+    assert main(["chat", "serve", "--run", str(tmp_path / "nothing"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_serve_reports_a_taken_port(run_dir, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["chat", "serve", "--run", str(run_dir), "--port", str(port),
+                     "--device", "cpu"])
+    assert code == 2
+    assert f"could not start on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.chat.serve_support import fake_server_command, free_port, start_server, stop_server
+from tests.chat.serve_support import (
+    fake_server_command,
+    free_port,
+    serve_command,
+    start_server,
+    stop_server,
+    tiny_run,
+)
 
 CHROMIUM = Path(os.environ.get("TORCHTUTOR_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -73,6 +80,23 @@ def test_type_press_enter_and_see_the_reply(browser, stand_in_url):
     assert page.get_attribute("#log", "role") == "log"
     assert page.get_attribute("#log", "aria-live") == "polite"
     page.close()
+
+
+def test_a_trained_model_answers_in_the_page(browser):
+    """The real path: `torchtutor chat serve` on a (tiny) trained run."""
+    port = free_port()
+    process = start_server(serve_command(tiny_run(), port), port)
+    try:
+        page = _open(browser, f"http://127.0.0.1:{port}/")
+        page.keyboard.type("Hello there, how are you?")
+        page.keyboard.press("Enter")
+        reply = page.locator(".msg.bot:not(.waiting) .text").first
+        reply.wait_for()
+        assert reply.inner_text().strip()   # a reply, or "(no reply)" if it said EOS at once
+        assert page.locator("#error").is_hidden()
+        page.close()
+    finally:
+        assert stop_server(process) == 0
 
 
 def test_keyboard_only_conversation_on_a_phone_sized_screen(browser, stand_in_url):

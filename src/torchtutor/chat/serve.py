@@ -344,13 +344,18 @@ def serve(config: ServeConfig) -> None:
         raise UserError(f"--batch-window-ms must be 0 or more, not {config.batch_window_ms}")
     import torch
 
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(decode_threads(config.threads))
-    app = build_app(config)
-    batching = ("off" if config.batch_window_ms == 0 or config.max_batch == 1 else
-                f"up to {config.max_batch} per batch, {config.batch_window_ms:g} ms window")
-    print(f"serving {config.run} on http://{config.host}:{config.port}/  "
-          f"(micro-batching {batching}; Ctrl-C or SIGTERM stops)", flush=True)
-    run_server(app, config.host, config.port, config.graceful_timeout_s)
+    try:   # put the thread count back for in-process callers (tests, notebooks)
+        app = build_app(config)
+        batching = ("off" if config.batch_window_ms == 0 or config.max_batch == 1 else
+                    f"up to {config.max_batch} per batch, {config.batch_window_ms:g} ms window")
+        print(f"serving {config.run} on http://{config.host}:{config.port}/  "
+              f"(micro-batching {batching}; {torch.get_num_threads()} decode thread(s); "
+              "Ctrl-C or SIGTERM stops)", flush=True)
+        run_server(app, config.host, config.port, config.graceful_timeout_s)
+    finally:
+        torch.set_num_threads(previous_threads)
     print("server stopped", file=sys.stderr, flush=True)
 
 
