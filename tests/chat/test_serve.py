@@ -397,6 +397,31 @@ def test_sigterm_stops_accepting_finishes_in_flight_and_exits():
     assert "stand-in server stopped" in process.stdout.read()
 
 
+def test_a_slow_client_holds_up_nobody():
+    """One client sends half a body and stalls; others are answered meanwhile."""
+    import socket
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(fake_server_command(port), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(b"POST /api/reply HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 40\r\n\r\n"
+                         b'{"text": "hel')
+            started = time.monotonic()
+            for i in range(5):
+                response = httpx.post(url + "/api/reply", json={"text": f"quick {i}"},
+                                      timeout=5)
+                assert response.json()["reply"] == f"echo: {i} quick"
+            assert time.monotonic() - started < 5
+            slow.sendall(b'lo there"}' + b" " * 17)   # the rest: 40 bytes in all
+            answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200") and b"echo: there hello" in answer
+    finally:
+        assert stop_server(process) == 0
+
+
 # --- the real path: a trained run, load_trained and reply_batch -------------------------------
 
 
