@@ -1,0 +1,325 @@
+"""`torchtutor vision train`: the notes' recipe and a fast recipe, with checkpoints and resume.
+
+The loop reads top to bottom: build data and model, then for each epoch train on shuffled
+batches, test, log a row to metrics.csv and save a checkpoint atomically. A checkpoint holds the
+model, optimizer, step, every RNG and the data order, so `--resume` continues where it stopped.
+"""
+
+import copy
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, RandomSampler
+
+from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
+from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
+from torchtutor.runtime.progress import MetricsLog, progress
+from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
+from torchtutor.vision.data import (
+    DeviceBatches,
+    ImageData,
+    ImageDataset,
+    channel_stats,
+    load_data,
+    normalize,
+)
+from torchtutor.vision.inference import (
+    CHECKPOINT_NAME,
+    autocast,
+    autocast_dtype,
+    predict_logits,
+    uses_channels_last,
+)
+from torchtutor.vision.models import build_model
+
+METRICS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy",
+           "train_seconds", "images_per_second"]
+
+# The two recipes' defaults; any option given on the command line overrides them.
+RECIPES = {
+    # The notes: cross-entropy, SGD lr 0.001 momentum 0.9, batch 4, 2 epochs, no augmentation.
+    "tutorial": dict(epochs=2, batch_size=4, lr=0.001, momentum=0.9, nesterov=False,
+                     weight_decay=0.0, label_smoothing=0.0, warmup=0.0, schedule="constant",
+                     augment=False, tta=False),
+    # Label smoothing, Nesterov SGD with linear warm-up then linear decay to zero, random
+    # crops and flips on the device, flip test-time augmentation.
+    "fast": dict(epochs=10, batch_size=512, lr=0.4, momentum=0.9, nesterov=True,
+                 weight_decay=5e-4, label_smoothing=0.2, warmup=0.2, schedule="warmup_linear",
+                 augment=True, tta=True),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    model: str = "fast"
+    recipe: str = "fast"
+    epochs: float = 10
+    batch_size: int = 512
+    lr: float = 0.4
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.2
+    warmup: float = 0.2
+    schedule: str = "warmup_linear"
+    augment: bool = True
+    tta: bool = True
+    time_budget: float | None = None
+    valid_fraction: float = 0.1
+    precision: str = "auto"
+    seed: int = 0
+    device: str = "auto"
+    widths: list[int] | None = None
+    plan_from_budget: bool = False  # choose the epochs from measured speed and the budget
+    extra: dict = field(default_factory=dict)
+
+
+def config_from_args(args) -> TrainConfig:
+    recipe = args.recipe or args.model
+    values = dict(RECIPES[recipe])
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    plan = (recipe == "fast" and args.time_budget is not None
+            and getattr(args, "epochs", None) is None)
+    return TrainConfig(data=args.data, out=args.out, model=args.model, recipe=recipe,
+                       time_budget=args.time_budget, valid_fraction=args.valid_fraction,
+                       precision=args.precision, seed=args.seed, device=args.device,
+                       plan_from_budget=plan, **values)
+
+
+def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    if config.schedule == "constant":
+        return config.lr
+    progress_ = step / max(1, total_steps)
+    if progress_ < config.warmup:
+        return config.lr * (0.1 + 0.9 * progress_ / config.warmup)
+    return config.lr * max(0.0, (1 - progress_) / max(1e-9, 1 - config.warmup))
+
+
+class Trainer:
+    """Holds one run's model, optimizer, data iterators and counters."""
+
+    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+        self.config, self.data, self.device = config, data, device
+        self.mean, self.std = channel_stats(data.train_images)
+        self.model = build_model(config.model, len(data.classes), config.widths)
+        if hasattr(self.model, "init_whitening"):
+            sample = data.train_images[torch.randperm(len(data.train_images))[:5000]]
+            self.model.init_whitening(normalize(sample, self.mean, self.std))
+        self.channels_last = uses_channels_last(config.model, device)
+        self.model.to(device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.dtype = autocast_dtype(config.precision, device, config.recipe == "fast")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                         nesterov=config.nesterov,
+                                         weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        if config.recipe == "tutorial":
+            # The notes' way: a Dataset and a DataLoader with shuffling, batch 4.
+            dataset = ImageDataset(data.train_images, data.train_labels, self.mean, self.std)
+            self.loader = DataLoader(dataset, batch_size=config.batch_size,
+                                     sampler=RandomSampler(dataset, generator=self.generator))
+        else:
+            self.loader = DeviceBatches(
+                data.train_images, data.train_labels, self.mean, self.std, config.batch_size,
+                device, augment=config.augment, shuffle=True, drop_last=True,
+                channels_last=self.channels_last, seed=config.seed)
+            self.generator = self.loader.generator
+        self.steps_per_epoch = max(1, len(self.loader))
+        self.total_steps = max(1, round(config.epochs * self.steps_per_epoch))
+        self.step = 0
+        self.train_seconds = 0.0
+        self.epoch_start_rng = self.generator.get_state()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        lr = lr_at(self.config, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.dtype):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss.item(), int((logits.argmax(1) == y).sum())
+
+    def batches(self, skip: int):
+        """This epoch's batches on the device, skipping those a resumed epoch already did."""
+        if isinstance(self.loader, DeviceBatches):
+            yield from self.loader.epoch(skip)
+            return
+        for index, (x, y) in enumerate(self.loader):
+            if index >= skip:
+                yield x.to(self.device), y.to(self.device)
+
+    def test_accuracy(self, tta: bool) -> float:
+        logits = predict_logits(self.model, self.data.test_images, self.mean, self.std,
+                                self.device, self.dtype, tta=tta,
+                                channels_last=self.channels_last)
+        self.model.train()
+        return float((logits.argmax(1) == self.data.test_labels).float().mean())
+
+    def plan_steps(self, budget: float) -> None:
+        """Fit the schedule to the budget: time a few steps on a throwaway copy of the model."""
+        saved = (self.model, self.optimizer, self.step, self.generator.get_state(),
+                 rng_state())
+        self.model = copy.deepcopy(self.model)
+        self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad],
+                                         lr=0.0, momentum=self.config.momentum)
+        it = (batch for _ in range(6) for batch in self.batches(0))  # enough even if tiny
+        timings = []
+        for _ in range(6):
+            x, y = next(it)
+            start = time.perf_counter()
+            self.train_step(x, y)
+            timings.append(time.perf_counter() - start)
+        per_step = sorted(timings[2:])[len(timings[2:]) // 2]
+        self.model, self.optimizer, self.step = saved[0], saved[1], saved[2]
+        self.generator.set_state(saved[3])
+        set_rng_state(saved[4])
+        # 8% of the budget is kept for data shuffling, augmentation outside the step, and noise
+        # from other processes; the hard stop still guards the budget.
+        self.total_steps = max(1, int(0.92 * budget / per_step))
+        self.config.epochs = round(self.total_steps / self.steps_per_epoch, 3)
+        print(f"planned {self.total_steps} steps ({self.config.epochs} epochs) from "
+              f"{per_step * 1000:.0f} ms per step", file=sys.stderr)
+
+    def state(self, epoch: int, skip: int, finished: bool) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": asdict(self.config), "classes": self.data.classes,
+                "mean": self.mean, "std": self.std, "epoch": epoch, "batch_in_epoch": skip,
+                "step": self.step, "total_steps": self.total_steps,
+                "train_seconds": self.train_seconds, "finished": finished,
+                "epoch_start_rng": self.epoch_start_rng,
+                "generator": self.generator.get_state(), "rng": rng_state()}
+
+    def restore(self, state: dict, path) -> tuple[int, int]:
+        load_state_dict_checked(self.model, state["model"], path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        self.mean, self.std = list(state["mean"]), list(state["std"])
+        self.epoch_start_rng = state["epoch_start_rng"]
+        skip = int(state["batch_in_epoch"])
+        # Mid-epoch: replay the epoch's order from its start; else carry on from where it was.
+        self.generator.set_state(self.epoch_start_rng if skip else state["generator"])
+        set_rng_state(state["rng"])
+        return int(state["epoch"]), skip
+
+
+def train(config: TrainConfig, quiet: bool = False) -> dict:
+    """Train per `config` into `config.out`; returns the final metrics."""
+    out = Path(config.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    resume_state = None
+    if config.extra.get("resume"):
+        resume_state = load_checkpoint(ckpt_path, required_keys=("model", "config", "step"))
+        saved = dict(resume_state["config"])
+        # Keep the run's recipe and model; only the length and the budget may change.
+        for name in ("epochs", "time_budget", "device", "precision"):
+            saved[name] = getattr(config, name)
+        saved["extra"] = config.extra
+        saved["plan_from_budget"] = False
+        config = TrainConfig(**saved)
+    elif ckpt_path.exists():
+        raise UserError(f"{out} already holds a run; pass --resume or choose another --out")
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    data = load_data(config.data, config.valid_fraction, config.seed)
+    trainer = Trainer(config, data, device)
+    epoch, skip = 0, 0
+    if resume_state is not None:
+        epoch, skip = trainer.restore(resume_state, ckpt_path)
+        trainer.total_steps = max(trainer.step, round(config.epochs * trainer.steps_per_epoch))
+        if resume_state["config"]["schedule"] != "constant" and \
+                config.epochs != resume_state["config"]["epochs"]:
+            print("warning: changing --epochs on resume stretches the learning-rate schedule",
+                  file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = config.time_budget
+    if config.plan_from_budget and budget is not None:
+        trainer.plan_steps(budget)
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    log = MetricsLog(out / "metrics.csv", METRICS)
+    total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
+    stopped = False
+    accuracy, row = None, {"epoch": epoch}
+    trainer.model.train()
+    try:
+        while trainer.step < trainer.total_steps and not stopped:
+            if skip == 0:
+                trainer.epoch_start_rng = trainer.generator.get_state()
+            started, seen, loss_sum, correct, batches = time.perf_counter(), 0, 0.0, 0, skip
+            remaining = min(trainer.steps_per_epoch, trainer.total_steps - trainer.step + skip)
+            bar = progress(total=remaining, initial=skip, unit="batch",
+                           desc=f"epoch {epoch + 1}/{total_epochs}",
+                           force=False if quiet else None)
+            for x, y in trainer.batches(skip):
+                if trainer.step >= trainer.total_steps:
+                    break
+                loss, right = trainer.train_step(x, y)
+                seen, loss_sum, correct, batches = seen + len(y), loss_sum + loss * len(y), \
+                    correct + right, batches + 1
+                bar.update(1)
+                if batches % 20 == 0:
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                if budget is not None and \
+                        trainer.train_seconds + time.perf_counter() - started >= budget:
+                    stopped = True
+                    break
+            bar.close()
+            elapsed = time.perf_counter() - started
+            trainer.train_seconds += elapsed
+            finished_epoch = batches >= trainer.steps_per_epoch
+            epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batches)
+            done = stopped or trainer.step >= trainer.total_steps
+            accuracy = trainer.test_accuracy(tta=config.tta and done)
+            last_lr = lr_at(config, trainer.step - 1, trainer.total_steps)
+            row = dict(epoch=epoch if finished_epoch
+                       else round(epoch + batches / trainer.steps_per_epoch, 3),
+                       step=trainer.step, lr=f"{last_lr:.5g}",
+                       train_loss=f"{loss_sum / max(1, seen):.4f}",
+                       train_accuracy=f"{correct / max(1, seen):.4f}",
+                       test_accuracy=f"{accuracy:.4f}",
+                       train_seconds=f"{trainer.train_seconds:.1f}",
+                       images_per_second=f"{seen / max(elapsed, 1e-9):.0f}")
+            log.log(**row)
+            if not quiet:
+                print(f"epoch {row['epoch']}: loss {row['train_loss']}  test accuracy "
+                      f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)",
+                      file=sys.stderr)
+            save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
+    finally:
+        log.close()
+    if accuracy is None:  # nothing left to train (a finished run resumed): just test
+        accuracy = trainer.test_accuracy(tta=config.tta)
+    result = {"test_accuracy": accuracy, "train_seconds": trainer.train_seconds,
+              "epochs": float(row["epoch"]), "steps": trainer.step, "stopped_by_budget": stopped,
+              "run": str(out)}
+    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(args) -> int:
+    config = config_from_args(args)
+    config.extra = {"resume": bool(args.resume)}
+    result = train(config)
+    print(f"test accuracy {result['test_accuracy']:.2%} after {result['epochs']} epochs, "
+          f"{result['train_seconds']:.1f} s of training -> {result['run']}")
+    return 0

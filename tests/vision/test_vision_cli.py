@@ -1,0 +1,104 @@
+"""train / evaluate / predict through the command line on a tiny image folder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchtutor.cli import main
+from torchtutor.runtime.checkpoint import load_checkpoint
+from torchtutor.runtime.progress import read_metrics
+
+COLOURS = {"blue": 2, "green": 1, "red": 0}
+
+
+@pytest.fixture
+def tiny_tree(tmp_path, monkeypatch):
+    """root/train/<colour>/*.png and root/test/<colour>/*.png: noisy images of one hue."""
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    root = tmp_path / "colours"
+    for split, count in (("train", 12), ("test", 4)):
+        for name, channel in COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+                pixels[..., channel] += 150
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _train(tree, out, *extra):
+    return main(["vision", "train", "--data", str(tree), "--out", str(out), "--device", "cpu",
+                 *extra])
+
+
+def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tiny_tree, run, "--model", "tutorial", "--epochs", "3", "--lr", "0.01") == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["recipe"], config["batch_size"], config["momentum"]) == ("tutorial", 4, 0.9)
+    capsys.readouterr()
+
+    assert main(["vision", "evaluate", "--run", str(run), "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["per_class"]) == set(COLOURS)
+    assert report["accuracy"] == pytest.approx(float(rows[-1]["test_accuracy"]), abs=1e-4)
+    assert report["accuracy"] > 0.9  # colours are easy; an untrained net gets about 1/3
+    assert (run / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    good = [str(tiny_tree / "test" / name / "0.png") for name in COLOURS]
+    code = main(["vision", "predict", "--run", str(run), good[0], str(bad),
+                 str(tmp_path / "missing.jpg"), good[1], "--top-k", "2", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [good[0], good[1]]
+    assert lines[0].split(": ")[1].startswith("blue ") and lines[0].count("%") == 2
+    assert f"error: {bad}: not an image" in err and "missing.jpg: no such file" in err
+
+
+def test_resume_continues_exactly(tiny_tree, tmp_path):
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    assert _train(tiny_tree, straight, "--model", "tutorial", "--epochs", "2") == 0
+    assert _train(tiny_tree, resumed, "--model", "tutorial", "--epochs", "1") == 0
+    assert _train(tiny_tree, resumed, "--model", "tutorial") == 2  # refuses to overwrite
+    assert _train(tiny_tree, resumed, "--model", "tutorial", "--epochs", "2", "--resume") == 0
+    a = load_checkpoint(straight / "checkpoint.pt")
+    b = load_checkpoint(resumed / "checkpoint.pt")
+    assert a["step"] == b["step"] == 18
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert len(read_metrics(resumed / "metrics.csv")) == 2
+
+
+def test_fast_model_with_time_budget(tiny_tree, tmp_path, capsys):
+    run = tmp_path / "fast"
+    assert _train(tiny_tree, run, "--model", "fast", "--batch-size", "8", "--epochs", "50",
+                  "--time-budget", "0.5") == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["stopped_by_budget"] and result["steps"] < 50 * 4
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["finished"] and state["config"]["label_smoothing"] == 0.2
+    capsys.readouterr()
+    assert main(["vision", "predict", "--run", str(run), "--device", "cpu",
+                 str(tiny_tree / "test" / "red" / "1.png")]) == 0
+    assert capsys.readouterr().out.count("%") == 3
+
+
+def test_fast_recipe_plans_epochs_from_budget(tiny_tree, tmp_path):
+    run = tmp_path / "planned"
+    assert _train(tiny_tree, run, "--model", "fast", "--batch-size", "8",
+                  "--time-budget", "2") == 0
+    config = json.loads((run / "config.json").read_text())
+    result = json.loads((run / "result.json").read_text())
+    assert config["epochs"] > 0 and config["plan_from_budget"]
+    assert result["train_seconds"] < 2 + 1.0  # a step of slack past the budget at most
