@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from tests.chat.inference_helpers import trained_tiny_bot
+from tests.chat.inference_helpers import tiny_run, trained_tiny_bot
+from torchtutor import cli
 from torchtutor.chat.attention import attention_map, plot_attention
 from torchtutor.chat.decode import reply_batch
 from torchtutor.runtime.errors import UserError
@@ -25,3 +26,14 @@ def test_attention_rows_match_the_reply_and_sum_to_one(tmp_path):
 def test_attention_on_text_without_words_is_a_user_error():
     with pytest.raises(UserError):
         attention_map(trained_tiny_bot(), "\U0001F600 123 ---")
+
+
+def test_attention_command_writes_a_png(tmp_path, capsys):
+    run = str(tiny_run())
+    out = tmp_path / "att.png"
+    assert cli.main(["chat", "attention", "--run", run, "how", "are", "you?", "--out",
+                     str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["chat", "attention", "--run", run, "\U0001F600", "--out",
+                     str(tmp_path / "none.png")]) == 2
+    assert not (tmp_path / "none.png").exists()

@@ -1,10 +1,12 @@
 """`chat evaluate`'s numbers on a tiny fitted model, and distinct-n by hand."""
 
+import json
 import math
 
 import pytest
 
-from tests.chat.inference_helpers import SENTENCES, trained_tiny_bot
+from tests.chat.inference_helpers import SENTENCES, tiny_run, trained_tiny_bot
+from torchtutor import cli
 from torchtutor.chat.decode import DecodeOptions
 from torchtutor.chat.evaluate import distinct_n, evaluate_pairs, format_report, teacher_forced_loss
 from torchtutor.chat.text import normalize
@@ -56,3 +58,30 @@ def test_bad_pairs_do_not_crash():
         evaluate_pairs(bot, [], DecodeOptions())
     with pytest.raises(UserError):
         teacher_forced_loss(bot.model, bot.vocab, [("zzyzx", "qwerty")])
+
+
+def test_evaluate_command_json_on_the_runs_test_split(capsys):
+    run = str(tiny_run())
+    capsys.readouterr()
+    assert cli.main(["chat", "evaluate", "--run", run, "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("loss", "perplexity", "bleu", "distinct_1", "distinct_2"):
+        assert isinstance(result[key], float) and math.isfinite(result[key])
+    assert result["pairs"] > 10 and result["source"] == "test split"
+    assert cli.main(["chat", "evaluate", "--run", run, "--split", "valid", "--samples", "2",
+                     "--decoder", "beam", "--beam-size", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "perplexity" in table and table.count("    bot:  ") == 2
+
+
+def test_evaluate_command_on_another_corpus_with_bad_lines(tmp_path, capsys):
+    run = str(tiny_run(has_unk=False))
+    capsys.readouterr()
+    pairs = tmp_path / "pairs.tsv"
+    long_line = " ".join(["hello"] * 1000)
+    pairs.write_text("hello\thi there\nzzyzx qwerty\thello\n\U0001F600\tyes\n"
+                     f"{long_line}\tok\nhow are you?\ti am fine \x07 thanks\n",
+                     encoding="utf-8")
+    assert cli.main(["chat", "evaluate", "--run", run, "--corpus", str(pairs), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["pairs"] == 3 and math.isfinite(result["loss"])

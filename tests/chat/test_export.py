@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, trained_tiny_bot
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor.chat.decode import reply_batch
 from torchtutor.chat.export import character_table, export_chatbot, save_exported
 from torchtutor.chat.text import normalize
@@ -69,3 +70,20 @@ def test_a_plain_torch_program_loads_and_chats(tmp_path):
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [r.text for r in reply_batch(bot, TEXTS)]
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:DeprecationWarning")
+def test_export_command_on_a_run(tmp_path, capsys):
+    from torchtutor import cli
+    from torchtutor.chat.run_dir import load_trained
+
+    run = tiny_run()
+    out = tmp_path / "bot.pt"
+    assert cli.main(["chat", "export", "--run", str(run), "--out", str(out)]) == 0
+    assert "torch.jit.load" in capsys.readouterr().out
+    module = torch.jit.load(str(out))
+    bot = load_trained(run, torch.device("cpu"))
+    texts = ["hello", "how are you?", "what is ai?"] + SAFE_BAD_INPUTS
+    assert [module.reply(t) for t in texts] == [r.text for r in reply_batch(bot, texts)]
+    assert cli.main(["chat", "export", "--run", str(tmp_path / "missing"), "--out",
+                     str(tmp_path / "x.pt")]) == 2

@@ -4,7 +4,8 @@ and bad input that must never crash them."""
 import io
 import json
 
-from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, trained_tiny_bot
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
+from torchtutor import cli
 from torchtutor.chat.decode import DecodeOptions
 from torchtutor.chat.reply import reply_lines
 from torchtutor.chat.talk import talk
@@ -90,3 +91,51 @@ def test_reply_json_shows_n_best():
     assert record["reply"] == "how are you?"
     assert len(record["alternatives"]) == 2
     assert all(a["score"] <= record["score"] for a in record["alternatives"])
+
+
+# --- the commands, on a real run folder --------------------------------------------------------
+
+def run_cli(argv, stdin_text, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin_text.encode()),
+                                                      encoding="utf-8"))
+    capsys.readouterr()   # drop what building the run printed
+    code = cli.main(argv)
+    return code, capsys.readouterr()
+
+
+def test_talk_command_until_quit(monkeypatch, capsys):
+    run = str(tiny_run())
+    lines = "\n".join(BAD_INPUTS[:2] + ["hello", "\U0001F600 \x00", "quit", "not read"])
+    code, captured = run_cli(["chat", "talk", "--run", run, "--device", "cpu"], lines + "\n",
+                             monkeypatch, capsys)
+    assert code == 0
+    assert captured.out.count("Bot:") == 4 and captured.out.count("> ") == 5
+    code, captured = run_cli(["chat", "talk", "--run", run, "--decoder", "sample", "--seed",
+                              "1"], "hello\n", monkeypatch, capsys)   # ends at end of input
+    assert code == 0 and captured.out.count("Bot:") == 1
+
+
+def test_reply_command_arguments_and_stdin(monkeypatch, capsys):
+    run = str(tiny_run(has_unk=False))
+    code, captured = run_cli(["chat", "reply", "--run", run, "--json", "hello", "",
+                              "zzyzx"], "", monkeypatch, capsys)
+    assert code == 0
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["input"] for r in records] == ["hello", "", "zzyzx"]
+    assert isinstance(records[0]["score"], float) and records[1]["score"] is None
+    assert records[2]["empty"] and records[2]["unknown_words"] == ["zzyzx"]
+    stdin = "\n".join(BAD_INPUTS).replace("\ud800", "\ufffd") + "\n"
+    code, captured = run_cli(["chat", "reply", "--run", run, "--decoder", "beam"], stdin,
+                             monkeypatch, capsys)
+    assert code == 0 and len(captured.out.splitlines()) == stdin.count("\n")
+
+
+def test_reply_command_invalid_utf8_and_bad_run(monkeypatch, capsys, tmp_path):
+    run = str(tiny_run())
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"hel\xfflo\n\xc3\n")))
+    assert cli.main(["chat", "reply", "--run", run]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert cli.main(["chat", "reply", "--run", str(tmp_path / "none"), "hi"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert cli.main(["chat", "reply", "--run", run, "--temperature", "0", "hi"]) == 2
