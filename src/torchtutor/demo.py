@@ -1,16 +1,112 @@
-"""`make demo`: the main job. Until the chatbot lands it runs the three blitz lessons."""
+"""`torchtutor demo` (`make demo`), the main job: train a chatbot on the bundled ChatterBot
+corpus in a few minutes on the CPU, then talk to it.
 
-import argparse
+In a terminal it opens `chat talk`; otherwise (CI, a pipe) it prints its replies to a fixed
+list of questions. A finished demo run in the output folder is reused, an interrupted one is
+resumed, so running it twice does not train twice.
 
-from torchtutor.lessons import autograd, networks, tensors
-from torchtutor.runtime.device import resolve_device
-from torchtutor.runtime.seeding import seed_everything
+The demo's settings differ from the notes' on purpose: ChatterBot is tiny (about 2,300
+pairs), so the demo keeps rarer words and slightly longer sentences, holds nothing out
+(the point is to chat, not to measure; `chat evaluate` is for that), and uses a smaller model
+that learns the greetings in a couple of minutes on two cores.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
+
+QUESTIONS = ["Hello!", "Hi, how are you?", "What is your name?", "Are you a robot?",
+             "Do you like music?", "Tell me a joke.", "What is AI?", "Good night."]
+MARKER = "demo.json"   # written when training finished; its presence means "reuse me"
+
+DATA = {"corpus": "chatterbot", "max_length": 12, "min_count": 1, "oov": "drop",
+        "valid_fraction": 0.0, "test_fraction": 0.0, "seed": 0, "has_unk": True}
+MODEL = {"hidden_size": 256, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
+         "dropout": 0.1}
+TRAIN = {"recipe": "default", "steps": 1200, "batch_size": 64, "lr": 2e-3,
+         "decoder_lr_ratio": 1.0, "clip": 1.0, "teacher_forcing": 1.0, "warmup_steps": 50,
+         "schedule": "cosine", "schedule_steps": 1200, "bucket": True, "precision": "fp32",
+         "eval_every": 200, "checkpoint_every": 200, "seed": 0}
+DEFAULT_TIME_BUDGET = 300.0   # seconds; a slow machine stops here with what it has learned
 
 
-def main(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    for lesson in (tensors, autograd, networks):
-        seed_everything(0)
-        lesson.run(device)
-        print()
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    device: str = "auto"
+    time_budget: float | None = None
+
+
+def is_complete(out: Path) -> bool:
+    """A demo run whose training finished (the marker is written last)."""
+    try:
+        return json.loads((out / MARKER).read_text(encoding="utf-8")).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def train_demo(config: DemoConfig) -> None:
+    """Train (or finish training) the demo run in `config.out`."""
+    from torchtutor.chat.prepare import PrepareConfig
+    from torchtutor.chat.run_dir import LAST
+    from torchtutor.chat.train import TrainConfig, train
+
+    out = Path(config.out)
+    budget = config.time_budget if config.time_budget is not None else DEFAULT_TIME_BUDGET
+    if budget <= 0:
+        raise UserError("--time-budget must be positive")
+    resume = (out / LAST).exists()
+    train_config = TrainConfig(out=str(out), time_budget=budget, device=config.device, **TRAIN)
+    print(("Resuming" if resume else "Training") + " a chatbot on the bundled ChatterBot "
+          f"corpus (at most {budget / 60:.1f} minutes of training; {TRAIN['steps']} steps).",
+          flush=True)
+    try:
+        result = train(train_config, dict(MODEL), PrepareConfig(**DATA), resume=resume)
+    except UserError as exc:
+        if resume:
+            raise UserError(f"{exc} (delete {out} to train the demo afresh)") from None
+        raise
+    atomic_write_text(out / MARKER, json.dumps({
+        "complete": True, "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
+        "data": DATA, "model": MODEL, "train": {**TRAIN, "time_budget": budget}}, indent=2))
+    print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s; run folder {out}.",
+          flush=True)
+
+
+def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
+    from torchtutor.chat.decode import DecodeOptions, reply_batch
+
+    for question, reply in zip(questions, reply_batch(bot, questions, DecodeOptions()),
+                               strict=True):
+        print(f"> {question}\nBot: {reply.text}")
+
+
+def run_demo(config: DemoConfig, interactive: bool) -> None:
+    from torchtutor.chat.decode import DecodeOptions
+    from torchtutor.chat.run_dir import load_trained
+    from torchtutor.chat.talk import talk
+    from torchtutor.runtime.device import resolve_device
+
+    out = Path(config.out)
+    device = resolve_device(config.device)
+    if is_complete(out):
+        print(f"Using the demo chatbot already trained in {out} (delete it to retrain).")
+    else:
+        train_demo(config)
+    bot = load_trained(out, device)
+    if interactive:
+        print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
+        talk(bot, DecodeOptions())
+    else:
+        answer_questions(bot)
+
+
+def main(args) -> int:
+    config = DemoConfig(out=args.out, device=args.device, time_budget=args.time_budget)
+    run_demo(config, interactive=sys.stdin.isatty() and sys.stdout.isatty())
     return 0
+
