@@ -126,6 +126,11 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="seed for sampling")
 
 
+def _int8(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true",
+                   help="CPU only: int8 weights, about 3x faster; replies may differ slightly")
+
+
 def _add_chat(sub: argparse._SubParsersAction) -> None:
     chat = sub.add_parser("chat", help="the attention chatbot: prepare, train, talk, serve",
                           description="Seq2seq chatbot with Luong attention.")
@@ -171,6 +176,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     _decoder_options(p)
     _device(p)
+    _int8(p)
     _handler(p, "torchtutor.chat.talk:main")
 
     p = cmds.add_parser("reply", help="one reply per input (arguments or stdin lines)")
@@ -179,6 +185,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     _decoder_options(p)
     _device(p)
+    _int8(p)
     _handler(p, "torchtutor.chat.reply:main")
 
     p = cmds.add_parser("evaluate", help="loss, perplexity, BLEU, distinct-n on held-out pairs")
@@ -189,6 +196,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=5, help="sample exchanges to show")
     _decoder_options(p)
     _device(p)
+    _int8(p)
     _handler(p, "torchtutor.chat.evaluate:main")
 
     p = cmds.add_parser("attention", help="attention heatmap of one reply")

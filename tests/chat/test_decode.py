@@ -247,3 +247,21 @@ def test_decoding_runs_without_autograd():
     bot.model.decode_step = spy
     reply_batch(bot, ["hello"])
     assert seen and all(seen)
+
+
+def test_int8_weights_keep_the_fitted_replies_and_survive_bad_input():
+    import copy
+
+    from tests.chat.inference_helpers import SENTENCES, trained_tiny_bot
+    from torchtutor.chat.decode import quantize_int8
+
+    bot = trained_tiny_bot()
+    fast = copy.copy(bot)
+    fast.model = quantize_int8(bot.model)
+    assert type(fast.model.out) is not torch.nn.Linear   # swapped for the int8 module
+    assert type(bot.model.out) is torch.nn.Linear        # the original is left alone
+    exact = [r.text for r in reply_batch(bot, SENTENCES)]
+    assert [r.text for r in reply_batch(fast, SENTENCES)] == exact
+    for method in ("greedy", "beam"):
+        assert len(reply_batch(fast, BAD_INPUTS, DecodeOptions(method=method))) == \
+            len(BAD_INPUTS)

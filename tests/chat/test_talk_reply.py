@@ -139,3 +139,12 @@ def test_reply_command_invalid_utf8_and_bad_run(monkeypatch, capsys, tmp_path):
     assert cli.main(["chat", "reply", "--run", str(tmp_path / "none"), "hi"]) == 2
     assert "error:" in capsys.readouterr().err
     assert cli.main(["chat", "reply", "--run", run, "--temperature", "0", "hi"]) == 2
+
+
+def test_reply_command_int8(monkeypatch, capsys):
+    run = str(tiny_run())
+    code, captured = run_cli(["chat", "reply", "--run", run, "--int8", "--json", "hello",
+                              "\U0001F600"], "", monkeypatch, capsys)
+    assert code == 0 and len(captured.out.splitlines()) == 2
+    assert cli.main(["chat", "reply", "--run", run, "--int8", "--device", "cuda", "hi"]) == 2
+    assert "CPU only" in capsys.readouterr().err

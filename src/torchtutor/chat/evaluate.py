@@ -19,9 +19,8 @@ import sacrebleu
 import torch
 
 from torchtutor.chat.batches import index_pairs, make_batch
-from torchtutor.chat.decode import DecodeOptions, options_from_args, reply_batch
+from torchtutor.chat.decode import DecodeOptions, load_bot, options_from_args, reply_batch
 from torchtutor.chat.text import normalize_many, tokenize
-from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 
 BATCH = 64
@@ -35,6 +34,7 @@ class EvaluateConfig:
     as_json: bool
     samples: int
     device: str
+    int8: bool
     options: DecodeOptions
 
 
@@ -145,12 +145,10 @@ def format_report(result: dict, source: str) -> str:
 
 
 def main(args) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
     config = EvaluateConfig(run=args.run, split=args.split, corpus=args.corpus,
                             as_json=args.json, samples=max(args.samples, 0),
-                            device=args.device, options=options_from_args(args))
-    bot = load_trained(config.run, resolve_device(config.device))
+                            device=args.device, int8=args.int8, options=options_from_args(args))
+    bot = load_bot(config.run, config.device, config.int8)
     if config.corpus:
         pairs, skipped = corpus_pairs(config.corpus, bot.max_length)
         source = f"corpus {config.corpus}, {skipped} longer or empty pairs left out"

@@ -15,17 +15,18 @@ from typing import Any, TextIO
 from torchtutor.chat.decode import (
     DEFAULT_BATCH,
     DecodeOptions,
+    load_bot,
     notices,
     options_from_args,
     reply_batch,
 )
-from torchtutor.runtime.device import resolve_device
 
 
 @dataclass
 class ReplyConfig:
     run: str
     device: str
+    int8: bool
     texts: list[str]
     as_json: bool
     options: DecodeOptions
@@ -73,11 +74,9 @@ def _stdin_lines() -> Iterable[str]:
 
 
 def main(args) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
-    config = ReplyConfig(run=args.run, device=args.device, texts=list(args.text),
+    config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, texts=list(args.text),
                          as_json=args.json, options=options_from_args(args))
-    bot = load_trained(config.run, resolve_device(config.device))
+    bot = load_bot(config.run, config.device, config.int8)
     if config.texts:
         lines: Iterable[str] = config.texts
         batch = DEFAULT_BATCH

@@ -10,8 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from torchtutor.chat.decode import DecodeOptions, notices, options_from_args, reply_batch
-from torchtutor.runtime.device import resolve_device
+from torchtutor.chat.decode import DecodeOptions, load_bot, notices, options_from_args, reply_batch
 
 QUIT_WORDS = ("q", "quit")
 
@@ -20,6 +19,7 @@ QUIT_WORDS = ("q", "quit")
 class TalkConfig:
     run: str
     device: str
+    int8: bool
     options: DecodeOptions
 
 
@@ -60,10 +60,9 @@ def talk(bot: Any, options: DecodeOptions, read: Callable[[str], str] = input,
 
 
 def main(args) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
-    config = TalkConfig(run=args.run, device=args.device, options=options_from_args(args))
-    bot = load_trained(config.run, resolve_device(config.device))
+    config = TalkConfig(run=args.run, device=args.device, int8=args.int8,
+                        options=options_from_args(args))
+    bot = load_bot(config.run, config.device, config.int8)
     if sys.stdin.isatty():
         print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
     talk(bot, config.options)
