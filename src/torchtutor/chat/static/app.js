@@ -119,6 +119,7 @@
       note.className = "note";
       note.textContent = "not answered";
       asked.append(note);
+      log.scrollTop = log.scrollHeight;
       showError("Could not get a reply: " + err.message);
       if (!input.value) input.value = text;   // easy to try again
     } finally {
