@@ -403,4 +403,5 @@ def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_siz
         tokens = torch.tensor(next_tokens, device=device)
         beam_scores = torch.tensor(next_scores, device=device).view(batch, k)
         histories = [histories[r] + [t] for r, t in zip(next_rows, next_tokens, strict=True)]
-    return [sorted(found, key=rank, reverse=True) for found in finished]
+    # A vocabulary of specials alone leaves nothing to pick: reply with nothing, not a crash.
+    return [sorted(found, key=rank, reverse=True) or [([], float("-inf"))] for found in finished]
