@@ -153,10 +153,14 @@ class BatchStream:
                 "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "bucket", "batch_size", "num_pairs", "world_size"):
+        for key in ("seed", "bucket", "batch_size", "num_pairs"):
             mine = self.state_dict()[key]
             if key in state and state[key] != mine:
                 raise UserError(f"cannot resume the batch stream: {key} was {state[key]}, "
                                 f"now {mine}")
         self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        # A run resumed on another number of ranks (torchrun after a single process, or the
+        # other way round) skips as many of the epoch's batches as were consumed in all; only
+        # the same world size continues exactly.
+        old_world = int(state.get("world_size", 1))
+        self.position = int(state["position"]) * old_world // self.world_size

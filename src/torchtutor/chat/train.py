@@ -10,8 +10,11 @@ and has no UNK, so the two can be compared. Without compat, a fully teacher-forc
 the whole-sequence decoder and projects only the real target positions onto the vocabulary.
 
 The step function and the loop are separate, and the loss lives in an `nn.Module` (the
-objective) so that DistributedDataParallel could wrap it: a torchrun version would shard the
-data with `BatchStream(rank=, world_size=)` and let rank 0 alone write the run folder.
+objective) so that DistributedDataParallel wraps it under torchrun: each rank takes its shard
+of every epoch (`BatchStream(rank=, world_size=)`, per-rank batch `--batch-size`, so the global
+batch is that times the world size), scales its loss so that DDP's gradient average is the
+mean over the global batch's real tokens, and rank 0 alone writes the run folder. A worker
+group that torchrun restarts (--max-restarts) resumes from last.pt by itself.
 """
 
 import math
@@ -33,12 +36,12 @@ from torchtutor.chat.batches import Batch, BatchStream, index_pairs, make_batch
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.vocab import SOS, Vocab
+from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.checkpoint import (
     load_checkpoint,
     load_state_dict_checked,
     save_checkpoint,
 )
-from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
@@ -207,12 +210,14 @@ def make_schedulers(optimizers: list[torch.optim.Optimizer], config: TrainConfig
 
 def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
                schedulers: list, batch: Batch, config: TrainConfig,
-               autocast: AbstractContextManager) -> float:
+               autocast: AbstractContextManager, loss_scale: float = 1.0) -> float:
     """One optimizer step on `batch`; returns the mean NLL per real target token.
 
-    Raises NonFiniteLoss before touching the weights when the loss is NaN or infinite.
+    `loss_scale` multiplies the loss before backward (a DDP rank's share of the global mean,
+    `ddp.share_of_global_mean`). Raises NonFiniteLoss before touching the weights when the
+    loss is NaN or infinite.
     """
-    model = objective.model
+    model = ddp.unwrap(objective).model
     plan = teacher_forcing_plan(config.teacher_forcing, batch.max_target_len,
                                 config.teacher_forcing_per_step)
     for opt in optimizers:
@@ -222,7 +227,7 @@ def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
     value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLoss(value)
-    loss.backward()
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
     # The notes clip the encoder's and the decoder's parameters separately.
     norms = [nn.utils.clip_grad_norm_(model.encoder_parameters(), config.clip),
              nn.utils.clip_grad_norm_(model.decoder_parameters(), config.clip)]
@@ -245,12 +250,18 @@ def eval_batches(indexed: list[tuple[list[int], list[int]]], batch_size: int = 2
 
 
 @torch.no_grad()
-def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) -> float:
-    """Mean NLL per real target token, teacher forced, in float32, dropout off."""
+def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device,
+                    ctx: ddp.DistContext | None = None) -> float:
+    """Mean NLL per real target token, teacher forced, in float32, dropout off.
+
+    Under torchrun (`ctx`) each rank evaluates its share of the batches and the sums are
+    all-reduced, so every rank gets the same figure.
+    """
+    ctx = ctx or ddp.DistContext()
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in batches:
+    for batch in batches[ddp.shard_bounds(len(batches), ctx)]:
         batch = batch.to(device)
         encoder_outputs, encoder_mask, hidden = model.encode(batch.inputs, batch.lengths)
         features = model.teacher_forced_features(batch.targets, hidden, encoder_outputs,
@@ -259,6 +270,7 @@ def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device) 
         total += F.cross_entropy(logits, batch.targets[batch.mask], reduction="sum").item()
         count += batch.target_tokens
     model.train(was_training)
+    total, count = ddp.all_reduce_sum([total, count], ctx)
     return total / count
 
 
@@ -354,7 +366,10 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     with it; tests interrupt a run with it).
     """
     out = Path(config.out)
-    device = resolve_device(config.device)
+    ctx = ddp.init_distributed(config.device)
+    device = ctx.device
+    # torchrun restarted the group after a worker died: carry on from the last checkpoint.
+    resume = resume or ddp.should_resume(out / rd.LAST, ctx)
     if config.tutorial_compat and data_config.has_unk:
         raise UserError("--tutorial-compat uses a vocabulary without UNK (has_unk=False)")
     if not resume and (out / rd.LAST).exists():
@@ -372,7 +387,8 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     if not train_indexed:
         raise UserError(f"no training pairs in {data_config.corpus}")
     valid = eval_batches(index_pairs(data.splits["valid"], vocab))
-    stream = BatchStream(train_indexed, config.batch_size, seed=config.seed, bucket=config.bucket)
+    stream = BatchStream(train_indexed, config.batch_size, seed=config.seed, bucket=config.bucket,
+                         rank=ctx.rank, world_size=ctx.world_size)
     if epochs is not None:
         config.steps = max(1, math.ceil(epochs * stream.batches_per_epoch))
         if not resume:
@@ -387,16 +403,24 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     schedulers = make_schedulers(optimizers, config)
     autocast = autocast_for(config, device)
     state = LoopState()
+    say = _say if ctx.is_main else (lambda text: None)
     if resume:
         state = restore(out / rd.LAST, model, optimizers, schedulers, stream)
-        keep_metrics_until(out / rd.METRICS, state.step)
-        _say(f"resuming {out} at step {state.step}")
-    else:
+        ddp.barrier(ctx)  # every rank has read last.pt before rank 0 may write it again
+        if ctx.is_main:
+            keep_metrics_until(out / rd.METRICS, state.step)
+        say(f"resuming {out} at step {state.step}")
+    elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         vocab.save(out / rd.VOCAB)
-    rd.write_config(out, model.config, asdict(config), asdict(data_config))
+    if ctx.is_main:
+        rd.write_config(out, model.config, asdict(config), asdict(data_config))
+    # DDP wraps the objective (after any restore: it starts every rank from rank 0's weights).
+    objective = ddp.wrap_model(objective, ctx)
 
     def save(name: str) -> None:
+        if not ctx.is_main:
+            return
         save_checkpoint(out / name, checkpoint_state(model, optimizers, schedulers, stream,
                                                      state))
 
@@ -408,8 +432,9 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                 or reached)
 
     evaluations: list[tuple[int, float, float]] = []
-    metrics = MetricsLog(out / rd.METRICS, METRIC_FIELDS)
-    bar = progress(total=config.steps, initial=state.step, desc="train", unit="step")
+    metrics = MetricsLog(out / rd.METRICS, METRIC_FIELDS) if ctx.is_main else ddp.NullLog()
+    bar = progress(total=config.steps, initial=state.step, desc="train", unit="step",
+                   force=None if ctx.is_main else False)
     window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
     log_every = max(1, min(50, config.eval_every))
     batches = iter(stream)
@@ -418,27 +443,38 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         while not done():
             started = time.perf_counter()
             batch = next(batches).to(device)
+            synced = time.perf_counter()
+            scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
+            # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
+            started += time.perf_counter() - synced
+            if config.tutorial_compat:
+                scale = 1.0  # the notes' per-step means: each rank's own, then DDP's average
             try:
-                loss = train_step(objective, optimizers, schedulers, batch, config, autocast)
+                loss = train_step(objective, optimizers, schedulers, batch, config, autocast,
+                                  loss_scale=scale)
             except NonFiniteLoss as exc:
                 last = out / rd.LAST
                 kept = (f"the last good checkpoint is {last}" if last.exists()
                         else "no checkpoint was saved yet")
                 raise UserError(f"loss became {exc.args[0]} at step {state.step + 1}; "
                                 f"stopped ({kept})") from None
-            seconds = time.perf_counter() - started
+            # The slowest rank's time, so all ranks agree when a time budget is spent.
+            seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
             state.step += 1
             state.train_seconds += seconds
-            state.tokens += batch.target_tokens
+            state.tokens += global_tokens
             window_loss += loss * batch.target_tokens
             window_tokens += batch.target_tokens
             window_steps += 1
             window_seconds += seconds
             if after_step is not None:
                 after_step(state.step, model, loss)
+            ddp.fault_injection_point(state.step, ctx)  # test-only; see runtime/distributed.py
 
             evaluate_now = state.step % config.eval_every == 0 or done()
             if state.step % log_every == 0 or evaluate_now:
+                window_loss, window_tokens = ddp.all_reduce_sum([window_loss, window_tokens],
+                                                                ctx)
                 epoch = stream.epoch + stream.position / max(1, stream.batches_per_epoch)
                 row = {"step": state.step, "epoch": f"{epoch:.3f}",
                        "train_loss": f"{window_loss / window_tokens:.4f}",
@@ -446,7 +482,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                        "tokens_per_s": f"{window_tokens / window_seconds:.0f}",
                        "train_seconds": f"{state.train_seconds:.1f}"}
                 if evaluate_now and valid:
-                    state.valid_loss = validation_loss(model, valid, device)
+                    state.valid_loss = validation_loss(model, valid, device, ctx)
                     row["valid_loss"] = f"{state.valid_loss:.4f}"
                     row["valid_ppl"] = f"{math.exp(min(state.valid_loss, 50.0)):.2f}"
                     evaluations.append((state.step, state.train_seconds, state.valid_loss))
@@ -455,7 +491,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                 metrics.log(**row)
                 bar.set_postfix_str(_postfix(row, config, state, window_seconds / window_steps))
                 if "valid_loss" in row:
-                    _say(f"step {state.step}: train loss {row['train_loss']}, valid loss "
+                    say(f"step {state.step}: train loss {row['train_loss']}, valid loss "
                          f"{row['valid_loss']} (ppl {row['valid_ppl']}), "
                          f"{row['tokens_per_s']} tokens/s")
                 window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
@@ -465,7 +501,8 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                     if improved:
                         state.best_valid_loss = state.valid_loss
                         save(rd.BEST)
-                    plot_losses(out / rd.METRICS, out / rd.LOSS_PLOT)
+                    if ctx.is_main:
+                        plot_losses(out / rd.METRICS, out / rd.LOSS_PLOT)
             if state.step % config.checkpoint_every == 0 or done():
                 save(rd.LAST)
             bar.update(1)
@@ -474,6 +511,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         metrics.close()
     if not valid:  # nothing to validate on: the best checkpoint is the last one
         save(rd.BEST)
+    ddp.cleanup(ctx)
     return TrainResult(run_dir=out, steps=state.step, train_seconds=state.train_seconds,
                        tokens=state.tokens, valid_loss=state.valid_loss,
                        best_valid_loss=state.best_valid_loss, reached_target=reached,
@@ -566,6 +604,7 @@ def main(args) -> int:
              f"{math.exp(min(result.valid_loss, 50.0)):.1f})"
              if result.valid_loss is not None else "no validation split")
     rate = result.tokens / result.train_seconds if result.train_seconds else 0.0
-    print(f"trained {result.steps} steps in {result.train_seconds:.0f} s ({rate:.0f} tokens/s); "
-          f"{valid}; run folder {result.run_dir}")
+    if ddp.is_main_process():
+        print(f"trained {result.steps} steps in {result.train_seconds:.0f} s "
+              f"({rate:.0f} tokens/s); {valid}; run folder {result.run_dir}")
     return 0

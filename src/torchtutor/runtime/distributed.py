@@ -6,7 +6,9 @@ loops call the same functions either way.
 """
 
 import os
+import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -34,6 +36,11 @@ class DistContext:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a single process: the one that prints summaries."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def restarted_by_torchrun() -> bool:
@@ -108,3 +115,73 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
         return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def max_over_ranks(value: float, ctx: DistContext) -> float:
+    """The largest of each rank's `value`, on every rank (e.g. seconds a step took, so every
+    rank stops on a time budget at the same step)."""
+    if not ctx.enabled:
+        return value
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+def share_of_global_mean(local_count: int, ctx: DistContext) -> tuple[float, int]:
+    """(factor, global count) for a loss that is a mean over this rank's `local_count` items.
+
+    DDP averages gradients over the ranks, which is the mean over the global batch only when
+    every rank holds as many items. Multiplying each rank's mean by
+    local_count * world_size / global_count makes the averaged gradient exactly that of the
+    mean over all items of the global batch, however unevenly they are spread (the chatbot's
+    target tokens are). A single process gets (1.0, local_count).
+    """
+    if not ctx.enabled:
+        return 1.0, local_count
+    total = int(round(all_reduce_sum([float(local_count)], ctx)[0]))
+    return local_count * ctx.world_size / total, total
+
+
+def shard_bounds(count: int, ctx: DistContext) -> slice:
+    """This rank's contiguous share of `count` items (evaluation sets split over the ranks)."""
+    per_rank = -(-count // ctx.world_size)
+    return slice(min(count, ctx.rank * per_rank), min(count, (ctx.rank + 1) * per_rank))
+
+
+def should_resume(checkpoint: Path, ctx: DistContext) -> bool:
+    """Whether this worker group was restarted by torchrun (--max-restarts) after a failure and
+    rank 0 finds `checkpoint` to resume from. Every rank gets rank 0's answer, so on several
+    machines the run folder must be on storage all of them read (a shared file system)."""
+    found = ctx.is_main and restarted_by_torchrun() and Path(checkpoint).exists()
+    return bool(broadcast_object(found, ctx))
+
+
+class NullLog:
+    """Stands in for a MetricsLog on ranks other than 0, which write nothing."""
+
+    def log(self, **row) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# Test-only fault injection, read from the environment so a test can kill a worker of a real
+# torchrun group: the last rank SIGKILLs itself right after finishing optimizer step
+# $TORCHTUTOR_TEST_KILL_AT_STEP, once: it first creates the file $TORCHTUTOR_TEST_KILL_MARKER
+# and never fires while that file exists (so the restarted group runs on). Both must be set.
+KILL_AT_STEP = "TORCHTUTOR_TEST_KILL_AT_STEP"
+KILL_MARKER = "TORCHTUTOR_TEST_KILL_MARKER"
+
+
+def fault_injection_point(step: int, ctx: DistContext) -> None:
+    at, marker = os.environ.get(KILL_AT_STEP), os.environ.get(KILL_MARKER)
+    if not at or not marker or int(at) != step or ctx.rank != ctx.world_size - 1:
+        return
+    try:
+        # O_EXCL: exactly one attempt ever creates it, even if several were racing.
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
