@@ -71,8 +71,26 @@ def init_distributed(device_spec: str = "auto") -> DistContext:
     else:
         raise UserError(f"distributed training supports cpu and cuda, not {device.type}")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size,
+                                store=_attempt_store(world_size))
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _attempt_store(world_size: int) -> dist.Store | None:
+    """The store the process group meets in: None (torch's env:// default) unless torchrun's
+    agent hosts it, and then a key space of this restart attempt's own.
+
+    torchrun keeps the agent's store across the restarts of --max-restarts, and the process
+    group's keys carry no attempt number: a restarted worker can read the address a dead worker
+    of the previous attempt published and fail with "Gloo connectFullMesh failed ... Connection
+    refused" (seen here in about half the restarts with 2 CPU workers).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world_size, is_master=False)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"torchtutor/attempt-{attempt}", store)
 
 
 def all_reduce_sum(values: list[float], ctx: DistContext) -> list[float]:
@@ -155,6 +173,38 @@ def should_resume(checkpoint: Path, ctx: DistContext) -> bool:
     machines the run folder must be on storage all of them read (a shared file system)."""
     found = ctx.is_main and restarted_by_torchrun() and Path(checkpoint).exists()
     return bool(broadcast_object(found, ctx))
+
+
+class ShardedRandomSampler(torch.utils.data.Sampler):
+    """Rank r's share of a RandomSampler's epoch: positions r, r + W, r + 2W, ... of the same
+    permutation drawn from the same generator (every rank holds an identically seeded one).
+
+    Batching each share by B makes the ranks' batches i together exactly batch i of one
+    process batching the whole permutation by B * W. The last n mod W items of an epoch are
+    skipped so every rank takes as many steps.
+    """
+
+    def __init__(self, size: int, generator: torch.Generator, ctx: DistContext):
+        self.size, self.generator, self.ctx = size, generator, ctx
+
+    def __len__(self) -> int:
+        return self.size // self.ctx.world_size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        usable = len(self) * self.ctx.world_size
+        yield from order[self.ctx.rank:usable:self.ctx.world_size]
+        # RandomSampler draws one more permutation as it ends (its `num_samples % n` tail);
+        # so does this, to keep the generator in step with a single process's.
+        torch.randperm(self.size, generator=self.generator)
+
+
+def random_sampler(dataset, generator: torch.Generator, ctx: DistContext,
+                   ) -> torch.utils.data.Sampler:
+    """A RandomSampler in one process; this rank's share of the same order under torchrun."""
+    if not ctx.enabled:
+        return torch.utils.data.RandomSampler(dataset, generator=generator)
+    return ShardedRandomSampler(len(dataset), generator, ctx)
 
 
 class NullLog:
