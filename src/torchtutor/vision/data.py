@@ -186,13 +186,19 @@ class DeviceBatches:
 
     The uint8 images move to the device once; each batch is augmented there (the airbench way),
     so no worker processes or per-image Python run during training.
+
+    Under torchrun (`world_size` > 1) every rank draws the same order from an identically
+    seeded generator, cuts it into global batches of `batch_size * world_size` and keeps its
+    own contiguous part, so the ranks' batches together are exactly one process's global batch.
+    The augmentation is drawn for the whole global batch on every rank for the same reason (it
+    also keeps the ranks' generators in step), then each rank keeps its part.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: list[float],
                  std: list[float], batch_size: int, device: torch.device, augment: bool,
                  shuffle: bool, drop_last: bool = False, pad: int = 2,
                  dtype: torch.dtype = torch.float32, channels_last: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, rank: int = 0, world_size: int = 1):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.mean, self.std = mean, std
@@ -200,10 +206,11 @@ class DeviceBatches:
         self.augment, self.shuffle, self.drop_last, self.pad = augment, shuffle, drop_last, pad
         self.dtype, self.channels_last = dtype, channels_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, span = len(self.labels), self.batch_size * self.world_size
+        return n // span if self.drop_last else -(-n // span)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
@@ -213,15 +220,20 @@ class DeviceBatches:
         n = len(self.labels)
         order = (torch.randperm(n, generator=self.generator) if self.shuffle
                  else torch.arange(n)).to(self.device)
+        span, world = self.batch_size * self.world_size, self.world_size
         for b in range(start, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * span:(b + 1) * span]
+            idx = idx[:len(idx) - len(idx) % world]  # a short last batch splits evenly
+            if len(idx) == 0:
+                break
             x = self.images[idx]
             if self.augment:
                 x = random_crop_flip(x, self.pad, self.generator)
-            x = normalize(x, self.mean, self.std, self.dtype)
+            part = slice(self.rank * len(idx) // world, (self.rank + 1) * len(idx) // world)
+            x = normalize(x[part], self.mean, self.std, self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, self.labels[idx[part]]
 
 
 def describe(data: ImageData) -> str:
