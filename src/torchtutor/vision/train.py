@@ -98,10 +98,10 @@ def config_from_args(args) -> TrainConfig:
                        plan_from_budget=plan, **values)
 
 
-def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+def lr_at(config: TrainConfig, progress_: float) -> float:
+    """Learning rate at `progress_` (0 at the start, 1 at the end) of the run."""
     if config.schedule == "constant":
         return config.lr
-    progress_ = step / max(1, total_steps)
     if progress_ < config.warmup:
         return config.lr * (0.1 + 0.9 * progress_ / config.warmup)
     return config.lr * max(0.0, (1 - progress_) / max(1e-9, 1 - config.warmup))
@@ -129,6 +129,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.generator = torch.Generator().manual_seed(config.seed)
         if config.recipe == "tutorial":
+            if device.type == "cpu":
+                # Batches of 4 through a 62k-parameter net give a thread too little work to
+                # pay for the handoff; one thread is faster, and much faster on busy cores.
+                torch.set_num_threads(1)
             # The notes' way: a Dataset and a DataLoader with shuffling, batch 4.
             dataset = ImageDataset(data.train_images, data.train_labels, self.mean, self.std)
             self.loader = DataLoader(dataset, batch_size=config.batch_size,
@@ -145,8 +149,20 @@ class Trainer:
         self.train_seconds = 0.0
         self.epoch_start_rng = self.generator.get_state()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        lr = lr_at(self.config, self.step, self.total_steps)
+    def progress(self, seconds: float = 0.0) -> float:
+        """How far through the run: by steps, or by time when the budget planned it.
+
+        Planning from a few timed steps is a guess; if the machine then slows down (other
+        work on the cores), following the clock still decays the rate to zero by the budget.
+        """
+        done = self.step / self.total_steps
+        if self.config.plan_from_budget and self.config.time_budget:
+            done = max(done, seconds / self.config.time_budget)
+        return done
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, seconds: float = 0.0,
+                   ) -> tuple[float, int]:
+        lr = lr_at(self.config, self.progress(seconds))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
@@ -175,30 +191,48 @@ class Trainer:
         self.model.train()
         return float((logits.argmax(1) == self.data.test_labels).float().mean())
 
+    def _time_steps(self, it, count: int, warmup: int) -> float:
+        """Median seconds per training step over `count` steps after `warmup` untimed ones."""
+        timings = []
+        for i in range(warmup + count):
+            x, y = next(it)
+            start = time.perf_counter()
+            self.train_step(x, y)
+            if i >= warmup:
+                timings.append(time.perf_counter() - start)
+        return sorted(timings)[len(timings) // 2]
+
     def plan_steps(self, budget: float) -> None:
-        """Fit the schedule to the budget: time a few steps on a throwaway copy of the model."""
+        """Fit the schedule to the budget: time a few steps on a throwaway copy of the model.
+
+        On a CPU it also tries one thread against the default: on cores shared with other
+        busy processes, two OpenMP threads that wait for each other were measured 4x slower
+        than one thread (60 vs 450 images/s here), while on idle cores two are faster.
+        """
         saved = (self.model, self.optimizer, self.step, self.generator.get_state(),
                  rng_state())
         self.model = copy.deepcopy(self.model)
         self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad],
                                          lr=0.0, momentum=self.config.momentum)
-        it = (batch for _ in range(6) for batch in self.batches(0))  # enough even if tiny
-        timings = []
-        for _ in range(6):
-            x, y = next(it)
-            start = time.perf_counter()
-            self.train_step(x, y)
-            timings.append(time.perf_counter() - start)
-        per_step = sorted(timings[2:])[len(timings[2:]) // 2]
+        it = (batch for _ in range(20) for batch in self.batches(0))  # enough even if tiny
+        default = torch.get_num_threads()
+        per_step = {default: self._time_steps(it, 3, 2)}
+        if self.device.type == "cpu" and default > 1:
+            torch.set_num_threads(1)
+            per_step[1] = self._time_steps(it, 3, 1)
+        threads = min(per_step, key=per_step.get)
+        torch.set_num_threads(threads)
         self.model, self.optimizer, self.step = saved[0], saved[1], saved[2]
         self.generator.set_state(saved[3])
         set_rng_state(saved[4])
-        # 8% of the budget is kept for data shuffling, augmentation outside the step, and noise
-        # from other processes; the hard stop still guards the budget.
-        self.total_steps = max(1, int(0.92 * budget / per_step))
+        # 5% of the budget is kept for shuffling, augmentation outside the step, and noise
+        # from other processes; the hard stop and the clock-following schedule guard the rest.
+        self.total_steps = max(1, int(0.95 * budget / per_step[threads]))
         self.config.epochs = round(self.total_steps / self.steps_per_epoch, 3)
-        print(f"planned {self.total_steps} steps ({self.config.epochs} epochs) from "
-              f"{per_step * 1000:.0f} ms per step", file=sys.stderr)
+        self.config.extra["threads"] = threads
+        timed = ", ".join(f"{n} thread(s) {t * 1000:.0f} ms" for n, t in per_step.items())
+        print(f"planned {self.total_steps} steps ({self.config.epochs} epochs) with {threads} "
+              f"thread(s); per step: {timed}", file=sys.stderr)
 
     def state(self, epoch: int, skip: int, finished: bool) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -225,6 +259,14 @@ class Trainer:
 
 def train(config: TrainConfig, quiet: bool = False) -> dict:
     """Train per `config` into `config.out`; returns the final metrics."""
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, quiet)
+    finally:
+        torch.set_num_threads(threads)  # the run may have chosen its own; give it back
+
+
+def _train(config: TrainConfig, quiet: bool) -> dict:
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     resume_state = None
@@ -254,7 +296,9 @@ def train(config: TrainConfig, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     budget = config.time_budget
     if config.plan_from_budget and budget is not None:
+        planning = time.perf_counter()
         trainer.plan_steps(budget)
+        trainer.train_seconds += time.perf_counter() - planning  # it spends the budget too
     atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
     log = MetricsLog(out / "metrics.csv", METRICS)
     total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
@@ -273,7 +317,8 @@ def train(config: TrainConfig, quiet: bool = False) -> dict:
             for x, y in trainer.batches(skip):
                 if trainer.step >= trainer.total_steps:
                     break
-                loss, right = trainer.train_step(x, y)
+                loss, right = trainer.train_step(
+                    x, y, trainer.train_seconds + time.perf_counter() - started)
                 seen, loss_sum, correct, batches = seen + len(y), loss_sum + loss * len(y), \
                     correct + right, batches + 1
                 bar.update(1)
@@ -290,7 +335,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict:
             epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batches)
             done = stopped or trainer.step >= trainer.total_steps
             accuracy = trainer.test_accuracy(tta=config.tta and done)
-            last_lr = lr_at(config, trainer.step - 1, trainer.total_steps)
+            last_lr = trainer.optimizer.param_groups[0]["lr"]
             row = dict(epoch=epoch if finished_epoch
                        else round(epoch + batches / trainer.steps_per_epoch, 3),
                        step=trainer.step, lr=f"{last_lr:.5g}",
@@ -310,6 +355,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict:
     if accuracy is None:  # nothing left to train (a finished run resumed): just test
         accuracy = trainer.test_accuracy(tta=config.tta)
     result = {"test_accuracy": accuracy, "train_seconds": trainer.train_seconds,
+              "threads": torch.get_num_threads(),
               "epochs": float(row["epoch"]), "steps": trainer.step, "stopped_by_budget": stopped,
               "run": str(out)}
     atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")

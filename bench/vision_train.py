@@ -1,0 +1,116 @@
+"""Test accuracy against training wall time: the notes' recipe and the fast recipe.
+
+    .venv/bin/python bench/vision_train.py [--budget-minutes 10] [--recipes fast,tutorial]
+
+Runs on ../shared/data/cifar10 (CIFAR-10 as JPEG files, read as an image-folder tree). The
+fast recipe gets `--budget-minutes` of training time: its epochs are planned from the speed
+measured on a few steps, and the budget is also a hard stop. Times are training only; the
+per-epoch test passes are left out of them. With a GPU, the table also gives the training time
+at which the test accuracy first reached `--target`. The last line reads
+`fast: A% in S s  tutorial: B% in T s`.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.progress import read_metrics
+from torchtutor.vision.data import load_data
+from torchtutor.vision.train import RECIPES, TrainConfig, train
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / \
+    "cifar10-jpeg.tar.gz"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_recipe(name: str, data: str, out: Path, device: str, budget: float | None,
+               epochs: float | None) -> dict:
+    values = dict(RECIPES[name])
+    if epochs is not None:
+        values["epochs"] = epochs
+    config = TrainConfig(data=data, out=str(out), model=name, recipe=name, device=device,
+                         time_budget=budget, plan_from_budget=budget is not None and
+                         epochs is None, **values)
+    started = time.perf_counter()
+    result = train(config)
+    result["wall_seconds"] = time.perf_counter() - started
+    result["metrics"] = read_metrics(out / "metrics.csv")
+    return result
+
+
+def first_reaching(metrics: list[dict], target: float) -> str:
+    for row in metrics:
+        if float(row["test_accuracy"]) >= target:
+            return f"{float(row['train_seconds']):.1f} s"
+    return "not reached"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--budget-minutes", type=float, default=10.0,
+                        help="training time for the fast recipe")
+    parser.add_argument("--fast-epochs", type=float, default=None,
+                        help="fix the fast recipe's epochs instead of planning them")
+    parser.add_argument("--recipes", default="fast,tutorial")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--target", type=float, default=0.94,
+                        help="accuracy whose time is reported (GPU goal 94%%)")
+    parser.add_argument("--out", default=None, help="keep run folders here (default: temp)")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    threads = torch.get_num_threads()
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads")
+    print(f"# vision_train on {where}; torch {torch.__version__}", flush=True)
+    started = time.perf_counter()
+    data = load_data(args.data)  # decode once into the cache, outside the timed runs
+    print(f"data: {len(data.train_labels)} train / {len(data.test_labels)} test images, "
+          f"ready in {time.perf_counter() - started:.1f} s", flush=True)
+
+    results = {}
+    base = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="vision-bench-"))
+    for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
+        out = base / name
+        if out.exists():
+            sys.exit(f"{out} exists; choose another --out")
+        budget = args.budget_minutes * 60 if name == "fast" else None
+        epochs = args.fast_epochs if name == "fast" else None
+        results[name] = run_recipe(name, args.data, out, args.device, budget, epochs)
+
+    print()
+    print(f"| recipe | epochs | steps | training s | test accuracy | time to "
+          f"{args.target:.0%} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        print(f"| {name} | {r['epochs']:g} | {r['steps']} | {r['train_seconds']:.1f} | "
+              f"{r['test_accuracy']:.2%} | {first_reaching(r['metrics'], args.target)} |")
+    for name, r in results.items():
+        curve = ", ".join(f"{row['epoch']}: {float(row['test_accuracy']):.1%} @ "
+                          f"{float(row['train_seconds']):.0f} s" for row in r["metrics"])
+        print(f"{name} curve (epoch: test accuracy @ training s): {curve}")
+    parts = [f"{name}: {r['test_accuracy']:.2%} in {r['train_seconds']:.1f} s"
+             for name, r in results.items()]
+    print("  ".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
