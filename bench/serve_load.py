@@ -29,7 +29,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,11 +138,13 @@ def get_json(port: int, path: str) -> dict:
 
 
 def start_server(run: Path, port: int, batching: bool, max_batch: int, window_ms: float,
-                 log: Path) -> subprocess.Popen:
+                 log: Path, threads: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "torchtutor", "chat", "serve", "--run", str(run),
                "--port", str(port), "--device", "cpu", "--queue-size", "4096",
                "--max-batch", str(max_batch if batching else 1),
                "--batch-window-ms", str(window_ms if batching else 0)]
+    if threads:
+        command += ["--threads", str(threads)]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                cwd=REPO)
     deadline = time.monotonic() + 120
@@ -163,7 +164,8 @@ def measure(run: Path, batching: bool, args: argparse.Namespace, messages: list[
             workdir: Path) -> dict:
     port = free_port()
     log = workdir / f"server-{'batched' if batching else 'unbatched'}.log"
-    process = start_server(run, port, batching, args.max_batch, args.window_ms, log)
+    process = start_server(run, port, batching, args.max_batch, args.window_ms, log,
+                           args.threads)
     try:
         samples: list[float] = []
 
@@ -204,6 +206,7 @@ def measure(run: Path, batching: bool, args: argparse.Namespace, messages: list[
         "error_examples": tally.errors[:3],
         "mean_batch": stats["replies"] / max(stats["batches"], 1),
         "rss_start": samples[0] if samples else float("nan"),
+        "rss_mid": samples[len(samples) // 2] if samples else float("nan"),
         "rss_end": samples[-1] if samples else float("nan"),
         "rss_max": max(samples) if samples else float("nan"),
         "peak": peak,
@@ -246,6 +249,8 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=120)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--window-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the server's --threads (default: its own default)")
     args = parser.parse_args()
 
     run = ensure_run(args)
@@ -271,9 +276,10 @@ def main() -> int:
     unbatched, batched = results
     speedup = batched["replies_per_s"] / max(unbatched["replies_per_s"], 1e-9)
     errors = sum(r["errors"] for r in results)
-    spread = [f"{statistics.mean([r['rss_start'], r['rss_end']]):.0f}" for r in results]
-    print(f"\nmemory growth during the batched run: "
-          f"{batched['rss_end'] - batched['rss_start']:+.1f} MiB (mean RSS {spread[1]} MiB)")
+    for r in results:
+        print(f"memory, {r['mode']}: {r['rss_start']:.1f} MiB after warm-up, "
+              f"{r['rss_mid']:.1f} half-way, {r['rss_end']:.1f} at the end "
+              f"(second half: {r['rss_end'] - r['rss_mid']:+.1f} MiB)")
     print(f"batching speedup: {speedup:.1f}x  errors: {errors}")
     return 0
 

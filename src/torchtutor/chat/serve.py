@@ -293,8 +293,9 @@ def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str,
 def decode_threads(requested: int | None) -> int:
     """Torch threads for the decode thread: by default one core is left to the event loop.
 
-    Measured on 2 cores: with torch's default (one thread per core) competing with the HTTP
-    side, a batch-of-one greedy decode took about 1 s instead of 17 ms (bench/RESULTS.md).
+    On the 2-core development machine, with other work running, torch's default of one thread
+    per core made a batch-of-one greedy decode take about 1 s instead of 17 ms with one thread
+    (bench/RESULTS.md, chat serve section): its threads spin waiting for a busy core.
     """
     import torch
 
