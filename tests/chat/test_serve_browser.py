@@ -118,6 +118,26 @@ def test_keyboard_only_conversation_on_a_phone_sized_screen(browser, stand_in_ur
     page.close()
 
 
+def test_decoder_settings_are_sent_only_when_changed(browser, stand_in_url):
+    page = _open(browser, stand_in_url)
+    with page.expect_request("**/api/reply") as first:
+        page.keyboard.type("hello")
+        page.keyboard.press("Enter")
+    assert first.value.post_data_json == {"text": "hello"}
+    page.locator(".msg.bot:not(.waiting)").first.wait_for()
+    page.focus(".settings summary")
+    page.keyboard.press("Enter")        # opens the settings
+    page.select_option("#decoder", "beam")
+    page.fill("#beam-size", "3")
+    page.focus("#message")
+    with page.expect_request("**/api/reply") as second:
+        page.keyboard.type("how are you")
+        page.keyboard.press("Enter")
+    assert second.value.post_data_json == {"text": "how are you", "decoder": "beam",
+                                           "beam_size": 3}
+    page.close()
+
+
 def test_errors_are_shown_and_escape_dismisses_them(browser, stand_in_url):
     page = _open(browser, stand_in_url)
     page.keyboard.press("Enter")   # nothing typed

@@ -128,6 +128,11 @@
     }
   });
 
+  // Opening the settings shrinks the log; keep the latest messages in view.
+  document.querySelector(".settings").addEventListener("toggle", () => {
+    log.scrollTop = log.scrollHeight;
+  });
+
   // Escape dismisses an error without leaving the keyboard.
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !errorBox.hidden) {
