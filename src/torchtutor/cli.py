@@ -73,7 +73,8 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-fraction", type=_fraction, default=0.1,
                    help="for a single image folder without train/test: share held out")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="autocast on CUDA (auto: bf16 where supported)")
+                   help="autocast (auto: bf16 on CUDA where supported, else fp16; on a "
+                        "CPU with bf16 units bf16 for the fast model, else fp32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     _device(p)

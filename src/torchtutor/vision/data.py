@@ -8,8 +8,6 @@ and `DeviceBatches`, which keeps the whole set on the device and augments there.
 """
 
 import hashlib
-import json
-import os
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -235,7 +233,3 @@ class DeviceBatches:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx[part]]
 
-
-def describe(data: ImageData) -> str:
-    return json.dumps({"source": os.fspath(data.source), "classes": len(data.classes),
-                       "train": len(data.train_labels), "test": len(data.test_labels)})

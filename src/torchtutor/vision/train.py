@@ -121,7 +121,7 @@ class Trainer:
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.dtype = autocast_dtype(config.precision, device, config.recipe == "fast")
+        self.dtype = autocast_dtype(config.precision, device, config.model == "fast")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                          nesterov=config.nesterov,
