@@ -86,6 +86,7 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        self.in_flight = 0     # submitted and not yet answered (queued or decoding)
 
     @property
     def batching(self) -> bool:
@@ -111,7 +112,11 @@ class MicroBatcher:
             self._queue.put_nowait(_Request(text, options, future))
         except asyncio.QueueFull:
             raise Overloaded(f"{self.queue_size} requests are already waiting") from None
-        return await future
+        self.in_flight += 1
+        try:
+            return await future
+        finally:
+            self.in_flight -= 1
 
     async def close(self) -> None:
         """Stop taking requests, decode the ones already queued, then stop the worker."""

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,7 @@ from torchtutor.chat.batcher import MicroBatcher, Overloaded, Replier, ShuttingD
 from torchtutor.chat.decode import DecodeOptions, Reply, notices, options_from_args, reply_batch
 from torchtutor.runtime.errors import UserError
 
+log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 1000
@@ -232,6 +234,9 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
         gone = asyncio.ensure_future(_client_gone(request))
         try:
             await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:   # e.g. the graceful-shutdown timeout ran out
+            job.cancel()
+            raise
         finally:
             gone.cancel()
         if not job.done():
@@ -245,12 +250,16 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
             return _error(503, str(exc))
         except UserError as exc:
             return _error(422, str(exc))
+        except Exception as exc:   # a decoder bug: log it, answer this request, keep serving
+            log.exception("decoding failed")
+            return _error(500, f"decoding failed: {type(exc).__name__}")
         return _as_response(reply, has_unk)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "batching": batcher.batching, "max_batch": batcher.max_batch,
                 "batch_window_ms": batch_window_ms, "queue": batcher.waiting,
+                "in_flight": batcher.in_flight,
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
                 "defaults": dataclasses.asdict(defaults), "model": info or {}}
 
