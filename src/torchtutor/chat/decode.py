@@ -213,20 +213,19 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 def encode_ids(model: Any, id_lists: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
     """Zero-padded time-major inputs for `id_lists` through the encoder."""
     device = _device_of(model)
+    width = max(len(ids) for ids in id_lists)
+    padded = [ids + [PAD] * (width - len(ids)) for ids in id_lists]
+    inputs = torch.tensor(padded, dtype=torch.long).t()
     lengths = torch.tensor([len(ids) for ids in id_lists], dtype=torch.long)
-    inputs = torch.full((int(lengths.max()), len(id_lists)), PAD, dtype=torch.long)
-    for column, ids in enumerate(id_lists):
-        inputs[:len(ids), column] = torch.tensor(ids, dtype=torch.long)
     return model.encode(inputs.to(device), lengths)
 
 
-def _never_emit(log_probs: Tensor, has_unk: bool) -> Tensor:
-    """Rule out tokens a reply must never show (PAD, SOS and UNK)."""
-    log_probs[:, PAD] = float("-inf")
-    log_probs[:, SOS] = float("-inf")
-    if has_unk:
-        log_probs[:, UNK] = float("-inf")
-    return log_probs
+def _never_emit(like: Tensor, has_unk: bool) -> Tensor:
+    """A (V,) row to add to log-probs: -inf on tokens a reply must never show (PAD, SOS and
+    UNK), 0 elsewhere. Adding it makes a new tensor in one op (the model's output stays)."""
+    row = torch.zeros(like.size(-1), dtype=like.dtype, device=like.device)
+    row[[PAD, SOS, UNK] if has_unk else [PAD, SOS]] = float("-inf")
+    return row
 
 
 def _block_repeats(log_probs: Tensor, histories: list[list[int]], n: int) -> Tensor:
@@ -294,23 +293,27 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     device = encoder_outputs.device
     tokens = torch.full((batch,), SOS, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    scores = torch.zeros(batch, dtype=torch.float64, device=device)
+    banned: Tensor | None = None
     steps: list[Tensor] = []
+    picked: list[Tensor] = []
     attention: list[Tensor] = []
     histories: list[list[int]] = [[] for _ in range(batch)]
+    # Few ops per step on purpose: at batch 1 each op's fixed cost is a visible share.
+    # A finished row keeps decoding (its tokens after EOS are cut off at the end).
     for _ in range(max_length):
         log_probs, hidden, weights = model.decode_step(tokens, hidden, encoder_outputs,
                                                        encoder_mask)
-        log_probs = _never_emit(log_probs.clone(), has_unk)
-        log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
+        if banned is None:
+            banned = _never_emit(log_probs, has_unk)
+        log_probs = log_probs + banned
+        if no_repeat_ngram:
+            log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
         if sampling is None:
             chosen = log_probs.argmax(dim=-1)
         else:
             probs = _filter_for_sampling(log_probs, sampling).softmax(dim=-1)
             chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        picked = log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
-        scores += torch.where(finished, torch.zeros_like(picked), picked).double()
-        chosen = chosen.masked_fill(finished, PAD)
+        picked.append(log_probs.gather(1, chosen.unsqueeze(1)))
         steps.append(chosen)
         if keep_attention:
             attention.append(weights)
@@ -323,12 +326,14 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
         tokens = chosen
     table = torch.stack(steps, dim=1).tolist()             # (B, steps)
     out_tokens = [_until_eos(row) for row in table]
+    step_scores = torch.cat(picked, dim=1).double().tolist()
+    scores = [sum(row[:len(tokens)]) for row, tokens in zip(step_scores, out_tokens, strict=True)]
     kept = None
     if keep_attention:
         stacked = torch.stack(attention, dim=1).float().cpu()   # (B, steps, T)
         kept = [stacked[row, :len(out_tokens[row]), :len(id_lists[row])]
                 for row in range(batch)]
-    return out_tokens, scores.tolist(), kept
+    return out_tokens, scores, kept
 
 
 def _until_eos(row: list[int]) -> list[int]:
@@ -366,7 +371,7 @@ def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_siz
 
     for step in range(max_length):
         log_probs, hidden, _ = model.decode_step(tokens, hidden, encoder_outputs, encoder_mask)
-        log_probs = _never_emit(log_probs.float().clone(), has_unk)
+        log_probs = log_probs.float() + _never_emit(log_probs, has_unk).float()
         log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
         vocab = log_probs.size(-1)
         totals = (beam_scores.unsqueeze(2) + log_probs.view(batch, k, vocab)).view(batch, -1)
