@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
+from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
-from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 from torchtutor.runtime.progress import MetricsLog, progress
@@ -110,8 +110,10 @@ def lr_at(config: TrainConfig, progress_: float) -> float:
 class Trainer:
     """Holds one run's model, optimizer, data iterators and counters."""
 
-    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device):
+    def __init__(self, config: TrainConfig, data: ImageData, device: torch.device,
+                 ctx: ddp.DistContext | None = None):
         self.config, self.data, self.device = config, data, device
+        self.ctx = ctx or ddp.DistContext(device=device)  # torchrun's rank and world size
         self.mean, self.std = channel_stats(data.train_images)
         self.model = build_model(config.model, len(data.classes), config.widths)
         if hasattr(self.model, "init_whitening"):
@@ -121,6 +123,11 @@ class Trainer:
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.ctx.enabled and device.type == "cuda":
+            # Batch statistics over the global batch; SyncBatchNorm runs on CUDA only, so CPU
+            # processes normalize with their own part's statistics.
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.net = ddp.wrap_model(self.model, self.ctx)  # DDP under torchrun; steps call it
         self.dtype = autocast_dtype(config.precision, device, config.model == "fast")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -136,12 +143,13 @@ class Trainer:
             # The notes' way: a Dataset and a DataLoader with shuffling, batch 4.
             dataset = ImageDataset(data.train_images, data.train_labels, self.mean, self.std)
             self.loader = DataLoader(dataset, batch_size=config.batch_size,
-                                     sampler=RandomSampler(dataset, generator=self.generator))
+                                     sampler=ddp.random_sampler(dataset, self.generator, self.ctx))
         else:
             self.loader = DeviceBatches(
                 data.train_images, data.train_labels, self.mean, self.std, config.batch_size,
                 device, augment=config.augment, shuffle=True, drop_last=True,
-                channels_last=self.channels_last, seed=config.seed)
+                channels_last=self.channels_last, seed=config.seed, rank=self.ctx.rank,
+                world_size=self.ctx.world_size)
             self.generator = self.loader.generator
         self.steps_per_epoch = max(1, len(self.loader))
         self.total_steps = max(1, round(config.epochs * self.steps_per_epoch))
@@ -166,7 +174,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
-            logits = self.model(x)
+            logits = self.net(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -185,11 +193,14 @@ class Trainer:
                 yield x.to(self.device), y.to(self.device)
 
     def test_accuracy(self, tta: bool) -> float:
-        logits = predict_logits(self.model, self.data.test_images, self.mean, self.std,
+        """Test accuracy; under torchrun each rank tests its part and the counts are summed."""
+        part = ddp.shard_bounds(len(self.data.test_labels), self.ctx)
+        logits = predict_logits(self.model, self.data.test_images[part], self.mean, self.std,
                                 self.device, self.dtype, tta=tta,
                                 channels_last=self.channels_last)
         self.model.train()
-        return float((logits.argmax(1) == self.data.test_labels).float().mean())
+        right = float((logits.argmax(1) == self.data.test_labels[part]).sum())
+        return ddp.all_reduce_sum([right], self.ctx)[0] / len(self.data.test_labels)
 
     def _time_steps(self, it, count: int, warmup: int) -> float:
         """Median seconds per training step over `count` steps after `warmup` untimed ones."""
@@ -211,7 +222,9 @@ class Trainer:
         """
         saved = (self.model, self.optimizer, self.step, self.generator.get_state(),
                  rng_state())
+        net = self.net
         self.model = copy.deepcopy(self.model)
+        self.net = ddp.wrap_model(self.model, self.ctx)
         self.optimizer = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad],
                                          lr=0.0, momentum=self.config.momentum)
         it = (batch for _ in range(20) for batch in self.batches(0))  # enough even if tiny
@@ -223,11 +236,13 @@ class Trainer:
         threads = min(per_step, key=per_step.get)
         torch.set_num_threads(threads)
         self.model, self.optimizer, self.step = saved[0], saved[1], saved[2]
+        self.net = net
         self.generator.set_state(saved[3])
         set_rng_state(saved[4])
         # 5% of the budget is kept for shuffling, augmentation outside the step, and noise
         # from other processes; the hard stop and the clock-following schedule guard the rest.
         self.total_steps = max(1, int(0.95 * budget / per_step[threads]))
+        self.total_steps = ddp.broadcast_object(self.total_steps, self.ctx)  # rank 0's plan
         self.config.epochs = round(self.total_steps / self.steps_per_epoch, 3)
         self.config.extra["threads"] = threads
         timed = ", ".join(f"{n} thread(s) {t * 1000:.0f} ms" for n, t in per_step.items())
@@ -239,6 +254,7 @@ class Trainer:
                 "config": asdict(self.config), "classes": self.data.classes,
                 "mean": self.mean, "std": self.std, "epoch": epoch, "batch_in_epoch": skip,
                 "step": self.step, "total_steps": self.total_steps,
+                "world_size": self.ctx.world_size,
                 "train_seconds": self.train_seconds, "finished": finished,
                 "epoch_start_rng": self.epoch_start_rng,
                 "generator": self.generator.get_state(), "rng": rng_state()}
@@ -246,11 +262,15 @@ class Trainer:
     def restore(self, state: dict, path) -> tuple[int, int]:
         load_state_dict_checked(self.model, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.total_steps = int(state["step"]), int(state["total_steps"])
+        # Steps count global batches: resumed on another number of ranks (torchrun after one
+        # process, or back), the same share of the run is done.
+        scale = int(state.get("world_size", 1)) / self.ctx.world_size
+        self.step = int(int(state["step"]) * scale)
+        self.total_steps = int(int(state["total_steps"]) * scale)
         self.train_seconds = float(state["train_seconds"])
         self.mean, self.std = list(state["mean"]), list(state["std"])
         self.epoch_start_rng = state["epoch_start_rng"]
-        skip = int(state["batch_in_epoch"])
+        skip = int(int(state["batch_in_epoch"]) * scale)
         # Mid-epoch: replay the epoch's order from its start; else carry on from where it was.
         self.generator.set_state(self.epoch_start_rng if skip else state["generator"])
         set_rng_state(state["rng"])
@@ -270,7 +290,9 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     resume_state = None
-    if config.extra.get("resume"):
+    ctx = ddp.init_distributed(config.device)
+    # A group that torchrun restarted after a failure resumes from the checkpoint by itself.
+    if config.extra.get("resume") or ddp.should_resume(ckpt_path, ctx):
         resume_state = load_checkpoint(ckpt_path, required_keys=("model", "config", "step"))
         saved = dict(resume_state["config"])
         # Keep the run's recipe and model; only the length and the budget may change.
@@ -282,9 +304,9 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     elif ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume or choose another --out")
     seed_everything(config.seed)
-    device = resolve_device(config.device)
+    device = ctx.device
     data = load_data(config.data, config.valid_fraction, config.seed)
-    trainer = Trainer(config, data, device)
+    trainer = Trainer(config, data, device, ctx)
     epoch, skip = 0, 0
     if resume_state is not None:
         epoch, skip = trainer.restore(resume_state, ckpt_path)
@@ -299,8 +321,9 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
         planning = time.perf_counter()
         trainer.plan_steps(budget)
         trainer.train_seconds += time.perf_counter() - planning  # it spends the budget too
-    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
-    log = MetricsLog(out / "metrics.csv", METRICS)
+    if ctx.is_main:  # rank 0 alone writes the run folder
+        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    log = MetricsLog(out / "metrics.csv", METRICS) if ctx.is_main else ddp.NullLog()
     total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
     stopped = False
     accuracy, row = None, {"epoch": epoch}
@@ -313,19 +336,22 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
             remaining = min(trainer.steps_per_epoch, trainer.total_steps - trainer.step + skip)
             bar = progress(total=remaining, initial=skip, unit="batch",
                            desc=f"epoch {epoch + 1}/{total_epochs}",
-                           force=False if quiet else None)
+                           force=False if quiet or not ctx.is_main else None)
             for x, y in trainer.batches(skip):
                 if trainer.step >= trainer.total_steps:
                     break
-                loss, right = trainer.train_step(
-                    x, y, trainer.train_seconds + time.perf_counter() - started)
+                # With a budget, the slowest rank's clock: every rank keeps the same rate.
+                clock = 0.0 if budget is None else ddp.max_over_ranks(
+                    trainer.train_seconds + time.perf_counter() - started, ctx)
+                loss, right = trainer.train_step(x, y, clock)
                 seen, loss_sum, correct, batches = seen + len(y), loss_sum + loss * len(y), \
                     correct + right, batches + 1
                 bar.update(1)
+                ddp.fault_injection_point(trainer.step, ctx)  # test-only, runtime/distributed.py
                 if batches % 20 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}")
-                if budget is not None and \
-                        trainer.train_seconds + time.perf_counter() - started >= budget:
+                if budget is not None and ddp.max_over_ranks(
+                        trainer.train_seconds + time.perf_counter() - started, ctx) >= budget:
                     stopped = True
                     break
             bar.close()
@@ -335,6 +361,7 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
             epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batches)
             done = stopped or trainer.step >= trainer.total_steps
             accuracy = trainer.test_accuracy(tta=config.tta and done)
+            seen, loss_sum, correct = ddp.all_reduce_sum([seen, loss_sum, correct], ctx)
             last_lr = trainer.optimizer.param_groups[0]["lr"]
             row = dict(epoch=epoch if finished_epoch
                        else round(epoch + batches / trainer.steps_per_epoch, 3),
@@ -345,11 +372,12 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
                        train_seconds=f"{trainer.train_seconds:.1f}",
                        images_per_second=f"{seen / max(elapsed, 1e-9):.0f}")
             log.log(**row)
-            if not quiet:
+            if not quiet and ctx.is_main:
                 print(f"epoch {row['epoch']}: loss {row['train_loss']}  test accuracy "
                       f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)",
                       file=sys.stderr)
-            save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
+            if ctx.is_main:
+                save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
     finally:
         log.close()
     if accuracy is None:  # nothing left to train (a finished run resumed): just test
@@ -358,7 +386,9 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
               "threads": torch.get_num_threads(),
               "epochs": float(row["epoch"]), "steps": trainer.step, "stopped_by_budget": stopped,
               "run": str(out)}
-    atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    if ctx.is_main:
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+    ddp.cleanup(ctx)
     return result
 
 
@@ -366,6 +396,8 @@ def main(args) -> int:
     config = config_from_args(args)
     config.extra = {"resume": bool(args.resume)}
     result = train(config)
+    if not ddp.is_main_process():
+        return 0
     print(f"test accuracy {result['test_accuracy']:.2%} after {result['epochs']} epochs, "
           f"{result['train_seconds']:.1f} s of training -> {result['run']}")
     return 0
