@@ -167,6 +167,12 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="decide teacher forcing at every step, not once per batch")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="bf16 autocast or float32; auto: bf16 where the hardware is fast at it")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear learning-rate warm-up over this many steps")
+    p.add_argument("--schedule", choices=["constant", "cosine", "linear"], default=None,
+                   help="learning-rate decay after the warm-up")
+    p.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch pairs of similar length together (less padding)")
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR exactly")

@@ -567,6 +567,8 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
         raise UserError("--teacher-forcing must be in [0, 1]")
     if config.lr <= 0 or config.decoder_lr_ratio <= 0 or config.clip <= 0:
         raise UserError("--lr, --decoder-lr-ratio and --clip must be positive")
+    if config.warmup_steps < 0:
+        raise UserError("--warmup-steps must be at least 0")
     model_params = {name: pick(name) for name in MODEL_KEYS}
     if not 0.0 <= model_params["dropout"] < 1.0:
         raise UserError("--dropout must be in [0, 1)")
