@@ -40,10 +40,12 @@ def cpu_name() -> str:
 
 
 def run_recipe(name: str, data: str, out: Path, device: str, budget: float | None,
-               epochs: float | None) -> dict:
+               epochs: float | None, lr: float | None = None) -> dict:
     values = dict(RECIPES[name])
     if epochs is not None:
         values["epochs"] = epochs
+    if lr is not None:
+        values["lr"] = lr
     config = TrainConfig(data=data, out=str(out), model=name, recipe=name, device=device,
                          time_budget=budget, plan_from_budget=budget is not None and
                          epochs is None, **values)
@@ -68,6 +70,8 @@ def main() -> int:
                         help="training time for the fast recipe")
     parser.add_argument("--fast-epochs", type=float, default=None,
                         help="fix the fast recipe's epochs instead of planning them")
+    parser.add_argument("--fast-lr", type=float, default=None,
+                        help="peak learning rate of the fast recipe (default: the recipe's)")
     parser.add_argument("--recipes", default="fast,tutorial")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--target", type=float, default=0.94,
@@ -93,7 +97,8 @@ def main() -> int:
             sys.exit(f"{out} exists; choose another --out")
         budget = args.budget_minutes * 60 if name == "fast" else None
         epochs = args.fast_epochs if name == "fast" else None
-        results[name] = run_recipe(name, args.data, out, args.device, budget, epochs)
+        lr = args.fast_lr if name == "fast" else None
+        results[name] = run_recipe(name, args.data, out, args.device, budget, epochs, lr)
 
     print()
     print(f"| recipe | epochs | steps | training s | test accuracy | time to "
