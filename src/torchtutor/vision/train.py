@@ -157,16 +157,23 @@ class Trainer:
         self.train_seconds = 0.0
         self.epoch_start_rng = self.generator.get_state()
 
-    def progress(self, seconds: float = 0.0) -> float:
-        """How far through the run: by steps, or by time when the budget planned it.
+    @property
+    def by_clock(self) -> bool:
+        return bool(self.config.plan_from_budget and self.config.time_budget)
 
-        Planning from a few timed steps is a guess; if the machine then slows down (other
-        work on the cores), following the clock still decays the rate to zero by the budget.
+    def progress(self, seconds: float = 0.0) -> float:
+        """How far through the run: by steps, or by the clock when the budget planned it.
+
+        Planning from a few timed steps is a guess on shared cores; following the clock
+        decays the rate to zero exactly at the budget whether the machine slows down or
+        speeds up later.
         """
-        done = self.step / self.total_steps
-        if self.config.plan_from_budget and self.config.time_budget:
-            done = max(done, seconds / self.config.time_budget)
-        return done
+        if self.by_clock:
+            return seconds / self.config.time_budget
+        return self.step / self.total_steps
+
+    def steps_left(self) -> bool:
+        return self.by_clock or self.step < self.total_steps
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, seconds: float = 0.0,
                    ) -> tuple[float, int]:
@@ -239,8 +246,8 @@ class Trainer:
         self.net = net
         self.generator.set_state(saved[3])
         set_rng_state(saved[4])
-        # 5% of the budget is kept for shuffling, augmentation outside the step, and noise
-        # from other processes; the hard stop and the clock-following schedule guard the rest.
+        # Only an estimate for the logs: the schedule then follows the clock (`progress`), and
+        # the per-epoch `ThreadChooser` keeps re-checking the thread count.
         self.total_steps = max(1, int(0.95 * budget / per_step[threads]))
         self.total_steps = ddp.broadcast_object(self.total_steps, self.ctx)  # rank 0's plan
         self.config.epochs = round(self.total_steps / self.steps_per_epoch, 3)
@@ -277,6 +284,34 @@ class Trainer:
         return int(state["epoch"]), skip
 
 
+class ThreadChooser:
+    """Re-picks 1 or `most` CPU threads at the start of every epoch from timed real steps.
+
+    Steps 0-2 of an epoch run on one thread and 3-5 on `most` (the first after each switch is
+    not timed); the faster setting runs the rest. Other work on shared cores comes and goes,
+    and which setting wins flips with it (see `Trainer.plan_steps`). Nothing is wasted: the
+    timed steps are ordinary training steps.
+    """
+
+    def __init__(self, most: int):
+        self.most = most
+        self.times: dict[int, list[float]] = {}
+
+    def before(self, index: int) -> None:
+        if self.most <= 1 or index > 6:
+            return
+        if index in (0, 3):
+            self.times[1 if index == 0 else self.most] = []
+            torch.set_num_threads(1 if index == 0 else self.most)
+        elif index == 6:
+            best = min(self.times, key=lambda n: sorted(self.times[n])[0])
+            torch.set_num_threads(best)
+
+    def after(self, index: int, seconds: float) -> None:
+        if self.most > 1 and index in (1, 2, 4, 5):
+            self.times[1 if index < 3 else self.most].append(seconds)
+
+
 def train(config: TrainConfig, quiet: bool = False) -> dict:
     """Train per `config` into `config.out`; returns the final metrics."""
     threads = torch.get_num_threads()
@@ -287,6 +322,7 @@ def train(config: TrainConfig, quiet: bool = False) -> dict:
 
 
 def _train(config: TrainConfig, quiet: bool) -> dict:
+    default_threads = torch.get_num_threads()
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     resume_state = None
@@ -327,23 +363,29 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
     stopped = False
     accuracy, row = None, {"epoch": epoch}
+    threads = ThreadChooser(default_threads if trainer.by_clock and device.type == "cpu"
+                            else 1)
     trainer.model.train()
     try:
-        while trainer.step < trainer.total_steps and not stopped:
+        while trainer.steps_left() and not stopped:
             if skip == 0:
                 trainer.epoch_start_rng = trainer.generator.get_state()
             started, seen, loss_sum, correct, batches = time.perf_counter(), 0, 0.0, 0, skip
-            remaining = min(trainer.steps_per_epoch, trainer.total_steps - trainer.step + skip)
+            remaining = trainer.steps_per_epoch if trainer.by_clock else \
+                min(trainer.steps_per_epoch, trainer.total_steps - trainer.step + skip)
             bar = progress(total=remaining, initial=skip, unit="batch",
                            desc=f"epoch {epoch + 1}/{total_epochs}",
                            force=False if quiet or not ctx.is_main else None)
             for x, y in trainer.batches(skip):
-                if trainer.step >= trainer.total_steps:
+                if not trainer.steps_left():
                     break
                 # With a budget, the slowest rank's clock: every rank keeps the same rate.
                 clock = 0.0 if budget is None else ddp.max_over_ranks(
                     trainer.train_seconds + time.perf_counter() - started, ctx)
+                threads.before(batches - skip)
+                step_start = time.perf_counter()
                 loss, right = trainer.train_step(x, y, clock)
+                threads.after(batches - skip, time.perf_counter() - step_start)
                 seen, loss_sum, correct, batches = seen + len(y), loss_sum + loss * len(y), \
                     correct + right, batches + 1
                 bar.update(1)
@@ -359,7 +401,7 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
             trainer.train_seconds += elapsed
             finished_epoch = batches >= trainer.steps_per_epoch
             epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batches)
-            done = stopped or trainer.step >= trainer.total_steps
+            done = stopped or not trainer.steps_left()
             accuracy = trainer.test_accuracy(tta=config.tta and done)
             seen, loss_sum, correct = ddp.all_reduce_sum([seen, loss_sum, correct], ctx)
             last_lr = trainer.optimizer.param_groups[0]["lr"]
