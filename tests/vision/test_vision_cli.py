@@ -121,3 +121,11 @@ def test_thread_chooser_keeps_the_faster_setting():
                 chooser.after(index, 100.0 if index in (0, 3) else one if index < 3 else two)
     finally:
         torch.set_num_threads(before)
+
+
+def test_batch_larger_than_the_training_set_is_a_clear_error(tiny_tree, tmp_path, capsys):
+    # 36 training images cannot fill one batch of 64: an epoch would have no step at all
+    code = _train(tiny_tree, tmp_path / "run", "--model", "fast", "--epochs", "1",
+                  "--batch-size", "64")
+    err = capsys.readouterr().err
+    assert code == 2 and "lower --batch-size" in err and "Traceback" not in err

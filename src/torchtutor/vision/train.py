@@ -151,7 +151,12 @@ class Trainer:
                 channels_last=self.channels_last, seed=config.seed, rank=self.ctx.rank,
                 world_size=self.ctx.world_size)
             self.generator = self.loader.generator
-        self.steps_per_epoch = max(1, len(self.loader))
+        if len(self.loader) == 0:
+            # An epoch with no batch would leave the loop spinning without a step.
+            raise UserError(f"{len(data.train_labels)} training images are fewer than one "
+                            f"global batch ({config.batch_size} per process x "
+                            f"{self.ctx.world_size}); lower --batch-size")
+        self.steps_per_epoch = len(self.loader)
         self.total_steps = max(1, round(config.epochs * self.steps_per_epoch))
         self.step = 0
         self.train_seconds = 0.0
