@@ -156,9 +156,14 @@ class Seq2Seq(nn.Module):
                 or int(lengths_cpu.max()) > max_len:
             raise ValueError(f"lengths must be {batch} values in [1, {max_len}]")
         embedded = self.embedding(inputs)
-        packed = pack_padded_sequence(embedded, lengths_cpu, enforce_sorted=False)
-        packed_outputs, final = self.encoder_gru(packed)
-        outputs, _ = pad_packed_sequence(packed_outputs, total_length=max_len)
+        if int(lengths_cpu.min()) == max_len:
+            # No padding (always so for one input): packing would only add work, and the
+            # int8 GRU runs its packed path step by step (measured 1.0 vs 0.7 ms at batch 1).
+            outputs, final = self.encoder_gru(embedded)
+        else:
+            packed = pack_padded_sequence(embedded, lengths_cpu, enforce_sorted=False)
+            packed_outputs, final = self.encoder_gru(packed)
+            outputs, _ = pad_packed_sequence(packed_outputs, total_length=max_len)
         hidden = self.config.hidden_size
         outputs = outputs[:, :, :hidden] + outputs[:, :, hidden:]   # sum the two directions
         positions = torch.arange(max_len, device=inputs.device).unsqueeze(1)
