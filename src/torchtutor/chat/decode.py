@@ -87,8 +87,28 @@ def quantize_int8(model: nn.Module) -> nn.Module:
                                                       dtype=torch.qint8)
 
 
-def load_bot(run: str, device: str = "auto", int8: bool = False) -> Any:
-    """A run's TrainedChatbot on `device`; with `int8`, on the CPU with int8 weights."""
+# Checked int8 greedy search (the CPU default). At batch 1 a step is bound by reading the
+# weights, and int8 weights are a quarter of fp32's bytes; but rounded weights can flip a
+# near-tie between the two likeliest words. So greedy runs on the int8 copy first, and any
+# reply whose smallest top-1/top-2 log-prob gap stayed below CHECK_MARGIN is decoded again
+# with the fp32 weights. Calibrated on 3,000 Cornell validation queries of a briefly trained
+# tutorial-size run: the 77 int8 replies that differed from fp32's all had a gap of at most
+# 0.031 nats; 0.05 leaves room and sends about a fifth of replies to fp32 (bench/RESULTS.md).
+CHECK_MARGIN = 0.05
+
+
+def attach_int8_draft(bot: Any) -> Any:
+    """Give a CPU bot an int8 copy of its model for checked greedy search (see CHECK_MARGIN)."""
+    if _device_of(bot.model).type == "cpu":
+        bot.draft = quantize_int8(bot.model).eval()
+    return bot
+
+
+def load_bot(run: str, device: str = "auto", int8: bool = False, exact: bool = False) -> Any:
+    """A run's TrainedChatbot on `device`; with `int8`, on the CPU with int8 weights only.
+
+    On the CPU, unless `exact`, it also carries an int8 draft for checked greedy search.
+    """
     from torchtutor.chat.run_dir import load_trained
 
     if int8 and (device or "auto") not in ("auto", "cpu"):
@@ -96,6 +116,8 @@ def load_bot(run: str, device: str = "auto", int8: bool = False) -> Any:
     bot = load_trained(run, resolve_device("cpu" if int8 else device))
     if int8:
         bot.model = quantize_int8(bot.model).eval()
+    elif not exact:
+        attach_int8_draft(bot)
     return bot
 
 
@@ -268,6 +290,10 @@ def _decode_chunk(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
             found = beam_search(bot.model, id_lists, bot.max_length, options.beam_size,
                                 options.length_penalty, options.no_repeat_ngram,
                                 bot.vocab.has_unk)
+        elif options.method == "greedy" and getattr(bot, "draft", None) is not None:
+            tokens, scores = checked_greedy(bot.model, bot.draft, id_lists, bot.max_length,
+                                            options.no_repeat_ngram, bot.vocab.has_unk)
+            found = [[(t, s)] for t, s in zip(tokens, scores, strict=True)]
         else:
             tokens, scores, _ = greedy_search(bot.model, id_lists, bot.max_length,
                                               options.no_repeat_ngram, bot.vocab.has_unk,
@@ -281,12 +307,14 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
                   no_repeat_ngram: int = 0, has_unk: bool = True,
                   sampling: DecodeOptions | None = None,
                   generator: torch.Generator | None = None, keep_attention: bool = False,
+                  margins: list[float] | None = None,
                   ) -> tuple[list[list[int]], list[float], list[Tensor] | None]:
     """Greedy (or, with `sampling`, sampled) replies for a batch of encoded inputs.
 
     Returns each row's tokens up to and including EOS (none if it never came within
     `max_length` steps), its log-probability, and with `keep_attention` each row's attention
-    weights (reply steps, input positions).
+    weights (reply steps, input positions). A `margins` list is filled with each row's
+    smallest gap between the best and second-best log-prob over its reply's steps.
     """
     encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
     batch = len(id_lists)
@@ -297,6 +325,7 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     steps: list[Tensor] = []
     picked: list[Tensor] = []
     attention: list[Tensor] = []
+    gaps: list[Tensor] = []
     histories: list[list[int]] = [[] for _ in range(batch)]
     # Few ops per step on purpose: at batch 1 each op's fixed cost is a visible share.
     # A finished row keeps decoding (its tokens after EOS are cut off at the end).
@@ -314,6 +343,9 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
             probs = _filter_for_sampling(log_probs, sampling).softmax(dim=-1)
             chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         picked.append(log_probs.gather(1, chosen.unsqueeze(1)))
+        if margins is not None:
+            best_two = log_probs.topk(2, dim=-1).values
+            gaps.append(best_two[:, 0] - best_two[:, 1])
         steps.append(chosen)
         if keep_attention:
             attention.append(weights)
@@ -328,12 +360,36 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     out_tokens = [_until_eos(row) for row in table]
     step_scores = torch.cat(picked, dim=1).double().tolist()
     scores = [sum(row[:len(tokens)]) for row, tokens in zip(step_scores, out_tokens, strict=True)]
+    if margins is not None:
+        table_gaps = torch.stack(gaps, dim=1).tolist()
+        margins[:] = [min(row[:len(tokens)] or [math.inf])
+                      for row, tokens in zip(table_gaps, out_tokens, strict=True)]
     kept = None
     if keep_attention:
         stacked = torch.stack(attention, dim=1).float().cpu()   # (B, steps, T)
         kept = [stacked[row, :len(out_tokens[row]), :len(id_lists[row])]
                 for row in range(batch)]
     return out_tokens, scores, kept
+
+
+def checked_greedy(model: Any, draft: Any, id_lists: list[list[int]], max_length: int,
+                   no_repeat_ngram: int = 0, has_unk: bool = True,
+                   margin: float = CHECK_MARGIN) -> tuple[list[list[int]], list[float]]:
+    """Greedy replies from the `draft` (int8) model, redone with `model` (fp32) for every row
+    whose smallest gap between its two likeliest words fell below `margin`.
+
+    A kept row's score is the draft's log-probability (within a few hundredths of fp32's).
+    """
+    gaps: list[float] = []
+    tokens, scores, _ = greedy_search(draft, id_lists, max_length, no_repeat_ngram, has_unk,
+                                      margins=gaps)
+    unsure = [row for row, gap in enumerate(gaps) if gap < margin]
+    if unsure:
+        exact, exact_scores, _ = greedy_search(model, [id_lists[row] for row in unsure],
+                                               max_length, no_repeat_ngram, has_unk)
+        for row, row_tokens, score in zip(unsure, exact, exact_scores, strict=True):
+            tokens[row], scores[row] = row_tokens, score
+    return tokens, scores
 
 
 def _until_eos(row: list[int]) -> list[int]:

@@ -1,0 +1,90 @@
+"""Fast paths of batch-1 greedy decoding give what the general paths give: the encoder without
+packing (inputs of equal length) and checked int8 greedy search (fp32 redo on near-ties)."""
+
+import copy
+
+import pytest
+import torch
+
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_bot, trained_tiny_bot
+from torchtutor.chat.decode import (
+    CHECK_MARGIN,
+    DecodeOptions,
+    attach_int8_draft,
+    checked_greedy,
+    greedy_search,
+    prepare_input,
+    reply_batch,
+)
+from torchtutor.chat.model import ModelConfig, Seq2Seq
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_unpacked_encoder_equals_packed(compat):
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(vocab_size=40, hidden_size=16, dropout=0.0,
+                                tutorial_compat=compat)).eval()
+    short = torch.randint(4, 40, (5, 1))
+    # Alone, the input has no padding and skips packing; beside a longer one it is packed.
+    padded = torch.cat([torch.cat([short, torch.zeros(3, 1, dtype=torch.long)]),
+                        torch.randint(4, 40, (8, 1))], dim=1)
+    with torch.inference_mode():
+        out1, mask1, hidden1 = model.encode(short, torch.tensor([5]))
+        out2, mask2, hidden2 = model.encode(padded, torch.tensor([5, 8]))
+    torch.testing.assert_close(out1[:, 0], out2[:5, 0])
+    assert (out2[5:, 0] == 0).all() and mask1.all() and not mask2[5:, 0].any()
+    torch.testing.assert_close(hidden1[:, 0], hidden2[:, 0])
+
+
+def test_checked_greedy_equals_fp32_greedy():
+    bot = trained_tiny_bot()
+    ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+    draft = attach_int8_draft(copy.copy(bot)).draft
+    with torch.inference_mode():
+        exact, exact_scores, _ = greedy_search(bot.model, ids, bot.max_length)
+        gaps: list[float] = []
+        greedy_search(draft, ids, bot.max_length, margins=gaps)
+        assert min(gaps) > CHECK_MARGIN   # so the int8 draft's own replies are compared here
+        for batch in (ids, [ids[0]]):
+            tokens, _ = checked_greedy(bot.model, draft, batch, bot.max_length)
+            assert tokens == exact[:len(batch)]
+        # A margin no reply meets: every row is redone in fp32, scores included.
+        tokens, scores = checked_greedy(bot.model, draft, ids, bot.max_length,
+                                        margin=float("inf"))
+        assert tokens == exact and scores == exact_scores
+
+
+def test_checked_greedy_redoes_only_near_ties():
+    bot = trained_tiny_bot()
+    ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+    gaps: list[float] = []
+    with torch.inference_mode():
+        greedy_search(bot.model, ids, bot.max_length, margins=gaps)
+        assert len(gaps) == len(ids) and all(g >= 0 for g in gaps)
+        # The fp32 model as its own draft: only rows with a gap below the margin are redone.
+        calls = []
+        original = bot.model.decode_step
+
+        def spy(*args):
+            calls.append(args[0].numel())
+            return original(*args)
+
+        redo = copy.copy(bot.model)
+        redo.decode_step = spy
+        tight = sorted(gaps)[len(gaps) // 2]
+        tokens, _ = checked_greedy(redo, bot.model, ids, bot.max_length, margin=tight)
+    unsure = sum(g < tight for g in gaps)
+    assert 0 < unsure < len(ids) and set(calls) == {unsure}
+    assert tokens == greedy_search(bot.model, ids, bot.max_length)[0]
+
+
+def test_default_bot_uses_the_draft_and_survives_bad_input():
+    bot = copy.copy(tiny_bot())
+    attach_int8_draft(bot)
+    assert bot.draft is not bot.model
+    plain = copy.copy(bot)
+    del plain.draft
+    texts = ["hello", "how are you ?"]
+    assert [r.text for r in reply_batch(bot, texts)] == \
+        [r.text for r in reply_batch(plain, texts)]
+    assert len(reply_batch(bot, BAD_INPUTS, DecodeOptions())) == len(BAD_INPUTS)
