@@ -80,10 +80,13 @@ def train_demo(config: DemoConfig) -> None:
 
 def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
     from torchtutor.chat.decode import DecodeOptions, reply_batch
+    from torchtutor.chat.talk import format_reply
 
     for question, reply in zip(questions, reply_batch(bot, questions, DecodeOptions()),
                                strict=True):
-        print(f"> {question}\nBot: {reply.text}")
+        print(f"> {question}")
+        for line in format_reply(reply, bot.vocab.has_unk):
+            print(line)
 
 
 def run_demo(config: DemoConfig, interactive: bool) -> None:

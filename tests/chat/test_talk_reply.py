@@ -148,3 +148,15 @@ def test_reply_command_int8(monkeypatch, capsys):
     assert code == 0 and len(captured.out.splitlines()) == 2
     assert cli.main(["chat", "reply", "--run", run, "--int8", "--device", "cuda", "hi"]) == 2
     assert "CPU only" in capsys.readouterr().err
+
+
+def test_a_reply_with_no_words_is_shown_as_such():
+    from types import SimpleNamespace
+
+    from torchtutor.chat.talk import format_reply
+    silent = SimpleNamespace(text="", empty=False, alternatives=[], unknown_words=[],
+                             truncated=False)
+    blank_input = SimpleNamespace(text="", empty=True, alternatives=[], unknown_words=[],
+                                  truncated=False)
+    assert format_reply(silent, True)[0] == "Bot: (no reply)"
+    assert format_reply(blank_input, True)[0] == "Bot: ..."

@@ -25,7 +25,10 @@ class TalkConfig:
 
 def format_reply(reply: Any, has_unk: bool) -> list[str]:
     """The lines the terminal shows for one reply: the reply, n-best alternatives, notices."""
-    lines = [f"Bot: {reply.text}" if not reply.empty else "Bot: ..."]
+    if reply.empty:
+        lines = ["Bot: ..."]
+    else:  # a model may answer EOS at once; say so rather than print a blank reply
+        lines = [f"Bot: {reply.text}" if reply.text else "Bot: (no reply)"]
     for rank, (text, score) in enumerate(reply.alternatives, start=2):
         lines.append(f"     {rank}. {text}  (log-prob {score:.2f})")
     lines.extend(f"     ({note})" for note in notices(reply, has_unk))
