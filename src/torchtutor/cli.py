@@ -128,8 +128,13 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _int8(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--int8", action="store_true",
-                   help="CPU only: int8 weights, about 3x faster; replies may differ slightly")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--int8", action="store_true",
+                         help="CPU only: int8 weights, about 3x faster; replies may differ "
+                              "slightly")
+    weights.add_argument("--exact", action="store_true",
+                         help="float32 weights only: no int8 draft for greedy search on the "
+                              "CPU (slower, never differs from the trained model)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:

@@ -160,3 +160,23 @@ def test_a_reply_with_no_words_is_shown_as_such():
                                   truncated=False)
     assert format_reply(silent, True)[0] == "Bot: (no reply)"
     assert format_reply(blank_input, True)[0] == "Bot: ..."
+
+
+def test_exact_and_int8_choose_the_weights(monkeypatch, capsys):
+    from torchtutor.chat import decode
+
+    seen = []
+    real = decode.load_bot
+
+    def spy(run, device="auto", int8=False, exact=False):
+        seen.append((int8, exact))
+        return real(run, device, int8, exact)
+    monkeypatch.setattr("torchtutor.chat.reply.load_bot", spy)
+    run = str(tiny_run())
+    for flags in ([], ["--exact"], ["--int8"]):
+        code, captured = run_cli(["chat", "reply", "--run", run, "--device", "cpu", "--json",
+                                  *flags, "hello"], "", monkeypatch, capsys)
+        assert code == 0 and json.loads(captured.out)["input"] == "hello"
+    assert seen == [(False, False), (False, True), (True, False)]
+    assert getattr(real(run, "cpu", exact=True), "draft", None) is None
+    assert getattr(real(run, "cpu"), "draft", None) is not None

@@ -35,6 +35,7 @@ class EvaluateConfig:
     samples: int
     device: str
     int8: bool
+    exact: bool
     options: DecodeOptions
 
 
@@ -147,8 +148,9 @@ def format_report(result: dict, source: str) -> str:
 def main(args) -> int:
     config = EvaluateConfig(run=args.run, split=args.split, corpus=args.corpus,
                             as_json=args.json, samples=max(args.samples, 0),
-                            device=args.device, int8=args.int8, options=options_from_args(args))
-    bot = load_bot(config.run, config.device, config.int8)
+                            device=args.device, int8=args.int8, exact=args.exact,
+                            options=options_from_args(args))
+    bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.corpus:
         pairs, skipped = corpus_pairs(config.corpus, bot.max_length)
         source = f"corpus {config.corpus}, {skipped} longer or empty pairs left out"

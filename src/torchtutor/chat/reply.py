@@ -27,6 +27,7 @@ class ReplyConfig:
     run: str
     device: str
     int8: bool
+    exact: bool
     texts: list[str]
     as_json: bool
     options: DecodeOptions
@@ -74,9 +75,10 @@ def _stdin_lines() -> Iterable[str]:
 
 
 def main(args) -> int:
-    config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, texts=list(args.text),
-                         as_json=args.json, options=options_from_args(args))
-    bot = load_bot(config.run, config.device, config.int8)
+    config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
+                         texts=list(args.text), as_json=args.json,
+                         options=options_from_args(args))
+    bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.texts:
         lines: Iterable[str] = config.texts
         batch = DEFAULT_BATCH

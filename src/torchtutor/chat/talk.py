@@ -20,6 +20,7 @@ class TalkConfig:
     run: str
     device: str
     int8: bool
+    exact: bool
     options: DecodeOptions
 
 
@@ -63,9 +64,9 @@ def talk(bot: Any, options: DecodeOptions, read: Callable[[str], str] = input,
 
 
 def main(args) -> int:
-    config = TalkConfig(run=args.run, device=args.device, int8=args.int8,
+    config = TalkConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
                         options=options_from_args(args))
-    bot = load_bot(config.run, config.device, config.int8)
+    bot = load_bot(config.run, config.device, config.int8, config.exact)
     if sys.stdin.isatty():
         print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
     talk(bot, config.options)
