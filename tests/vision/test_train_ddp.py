@@ -3,19 +3,17 @@ global batch (both recipes' data paths), checkpoints that load anywhere, a kille
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.ddp_support import assert_ok, assert_same_weights, largest_change, torchrun
+from tests.vision.colour_tree import write_colour_tree
 from torchtutor.cli import main
 from torchtutor.runtime.checkpoint import load_checkpoint
 from torchtutor.runtime.progress import read_metrics
 from torchtutor.vision.data import DeviceBatches
 from torchtutor.vision.inference import CHECKPOINT_NAME
 
-COLOURS = {"blue": 2, "green": 1, "red": 0}
 PER_RANK_BATCH = 4   # 48 training images: 6 global batches of 8 per epoch
 
 
@@ -25,15 +23,7 @@ def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp_vision")
     patch = pytest.MonkeyPatch()
     patch.setenv("TORCHTUTOR_CACHE", str(root / "cache"))  # torchrun's workers inherit it
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("test", 5)):
-        for name, channel in COLOURS.items():
-            folder = root / "colours" / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                pixels[..., channel] += 150
-                Image.fromarray(pixels).save(folder / f"{i}.png")
+    write_colour_tree(root / "colours", train_per_class=16, test_per_class=5)
     yield root
     patch.undo()
 

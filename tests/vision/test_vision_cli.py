@@ -2,33 +2,20 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.vision.colour_tree import COLOURS, write_colour_tree
 from torchtutor.cli import main
 from torchtutor.runtime.checkpoint import load_checkpoint
 from torchtutor.runtime.progress import read_metrics
-
-COLOURS = {"blue": 2, "green": 1, "red": 0}
 
 
 @pytest.fixture
 def tiny_tree(tmp_path, monkeypatch):
     """root/train/<colour>/*.png and root/test/<colour>/*.png: noisy images of one hue."""
     monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    root = tmp_path / "colours"
-    for split, count in (("train", 12), ("test", 4)):
-        for name, channel in COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
-                pixels[..., channel] += 150
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
+    return write_colour_tree(tmp_path / "colours", train_per_class=12, test_per_class=4)
 
 
 def _train(tree, out, *extra):
