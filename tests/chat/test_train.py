@@ -23,6 +23,7 @@ from torchtutor.chat.train import (
     TrainConfig,
     configs_from_args,
     lr_factor,
+    make_optimizers,
     teacher_forcing_plan,
     train,
 )
@@ -123,6 +124,21 @@ def test_recipes_and_compat_options(tmp_path):
     config, model, data, _ = configs_from_args(_args(tmp_path, "--lr", "0.01", "--steps", "7"))
     assert config.recipe == "default" and data.has_unk and config.lr == 0.01
     assert config.steps == 7 and model["hidden_size"] == 500
+
+
+def test_adam_options_reach_both_optimizers(tmp_path):
+    config, *_ = configs_from_args(_args(tmp_path, "--adam-beta2", "0.95", "--lr", "0.002",
+                                         "--decoder-lr-ratio", "3"))
+    encoder_opt, decoder_opt = make_optimizers(tiny_model(), config)
+    assert encoder_opt.param_groups[0]["betas"] == (0.9, 0.95)
+    assert decoder_opt.param_groups[0]["betas"] == (0.9, 0.95)
+    assert encoder_opt.param_groups[0]["lr"] == 0.002
+    assert decoder_opt.param_groups[0]["lr"] == pytest.approx(0.006)
+    assert encoder_opt.param_groups[0]["fused"]  # one pass per tensor on the CPU
+    tutorial, *_ = configs_from_args(_args(tmp_path, "--tutorial-compat"))
+    assert tutorial.adam_beta2 == 0.999
+    with pytest.raises(UserError, match="--adam-beta2"):
+        configs_from_args(_args(tmp_path, "--adam-beta2", "1"))
 
 
 def run_cli(*argv) -> int:
