@@ -266,3 +266,29 @@ def test_validation_loss_is_finite_and_logged(tmp_path):
     assert [e[0] for e in result.evaluations] == [3, 6]
     assert all(math.isfinite(e[2]) for e in result.evaluations)
     assert result.best_valid_loss == min(e[2] for e in result.evaluations)
+
+
+def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkeypatch):
+    from torchtutor.chat import train as train_module
+
+    made: list[tuple[int, list[int]]] = []
+
+    class Recording(train_module.ThreadChooser):
+        def __init__(self, most):
+            super().__init__(most)
+            made.append((most, []))
+
+        def before(self, index):
+            made[-1][1].append(index)
+            super().before(index)
+
+    monkeypatch.setattr(train_module, "ThreadChooser", Recording)
+    monkeypatch.setattr(train_module, "RETHREAD_EVERY", 4)
+    threads = torch.get_num_threads()
+    _train(tmp_path / "steps", 6)
+    config = TrainConfig(out=str(tmp_path / "clock"), steps=9, time_budget=600.0, batch_size=16,
+                         eval_every=100, checkpoint_every=100, precision="fp32", device="cpu")
+    train(config, dict(TINY), PrepareConfig())
+    assert made[0][0] == 1                            # a step count: torch's setting stays
+    assert made[1] == (threads, [0, 1, 2, 3, 0, 1, 2, 3, 0])   # re-picked every 4 steps
+    assert torch.get_num_threads() == threads         # and given back afterwards

@@ -94,22 +94,6 @@ def test_fast_recipe_plans_epochs_from_budget(tiny_tree, tmp_path):
     assert result["stopped_by_budget"] or result["steps"] == round(config["epochs"] * 4)
 
 
-def test_thread_chooser_keeps_the_faster_setting():
-    from torchtutor.vision.train import ThreadChooser
-
-    before = torch.get_num_threads()
-    try:
-        for one, two, expected in ((0.5, 0.9, 1), (0.9, 0.5, 2)):
-            chooser = ThreadChooser(2)
-            for index in range(7):
-                chooser.before(index)
-                assert torch.get_num_threads() == (1 if index < 3 else 2 if index < 6
-                                                   else expected)
-                chooser.after(index, 100.0 if index in (0, 3) else one if index < 3 else two)
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_batch_larger_than_the_training_set_is_a_clear_error(tiny_tree, tmp_path, capsys):
     # 36 training images cannot fill one batch of 64: an epoch would have no step at all
     code = _train(tiny_tree, tmp_path / "run", "--model", "fast", "--epochs", "1",

@@ -46,6 +46,7 @@ from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
+from torchtutor.runtime.threads import ThreadChooser
 
 # --- recipes -------------------------------------------------------------------------------
 
@@ -327,6 +328,8 @@ def restore(path: Path, model: Seq2Seq, optimizers: list, schedulers: list,
     return LoopState(**{k: ckpt[k] for k in known if k in ckpt})
 
 
+RETHREAD_EVERY = 200   # steps between two choices of the CPU thread count (time budgets only)
+
 METRIC_FIELDS = ["step", "epoch", "train_loss", "valid_loss", "valid_ppl", "lr",
                  "tokens_per_s", "train_seconds"]
 
@@ -451,9 +454,17 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
     log_every = max(1, min(50, config.eval_every))
     batches = iter(stream)
+    # Runs bound by the clock pick 1 or all CPU threads every RETHREAD_EVERY steps from their own
+    # step times: on shared cores all threads can stall (see runtime/threads.py). Runs bound by
+    # a step count keep torch's setting, so their weights do not depend on the machine's load.
+    original_threads = torch.get_num_threads()
+    threads = ThreadChooser(original_threads if config.time_budget is not None
+                            and device.type == "cpu" and ctx.world_size == 1 else 1)
     model.train()
     try:
         while not done():
+            period_index = state.step % RETHREAD_EVERY
+            threads.before(period_index)
             started = time.perf_counter()
             batch = next(batches).to(device)
             synced = time.perf_counter()
@@ -473,6 +484,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                                 f"stopped ({kept})") from None
             # The slowest rank's time, so all ranks agree when a time budget is spent.
             seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
+            threads.after(period_index, seconds)
             state.step += 1
             state.train_seconds += seconds
             state.tokens += global_tokens
@@ -520,6 +532,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                 save(rd.LAST)
             bar.update(1)
     finally:
+        torch.set_num_threads(original_threads)
         bar.close()
         metrics.close()
     if not valid:  # nothing to validate on: the best checkpoint is the last one

@@ -23,6 +23,7 @@ from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 from torchtutor.runtime.progress import MetricsLog, progress
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
+from torchtutor.runtime.threads import ThreadChooser
 from torchtutor.vision.data import (
     DeviceBatches,
     ImageData,
@@ -287,34 +288,6 @@ class Trainer:
         self.generator.set_state(self.epoch_start_rng if skip else state["generator"])
         set_rng_state(state["rng"])
         return int(state["epoch"]), skip
-
-
-class ThreadChooser:
-    """Re-picks 1 or `most` CPU threads at the start of every epoch from timed real steps.
-
-    Steps 0-2 of an epoch run on one thread and 3-5 on `most` (the first after each switch is
-    not timed); the faster setting runs the rest. Other work on shared cores comes and goes,
-    and which setting wins flips with it (see `Trainer.plan_steps`). Nothing is wasted: the
-    timed steps are ordinary training steps.
-    """
-
-    def __init__(self, most: int):
-        self.most = most
-        self.times: dict[int, list[float]] = {}
-
-    def before(self, index: int) -> None:
-        if self.most <= 1 or index > 6:
-            return
-        if index in (0, 3):
-            self.times[1 if index == 0 else self.most] = []
-            torch.set_num_threads(1 if index == 0 else self.most)
-        elif index == 6:
-            best = min(self.times, key=lambda n: sorted(self.times[n])[0])
-            torch.set_num_threads(best)
-
-    def after(self, index: int, seconds: float) -> None:
-        if self.most > 1 and index in (1, 2, 4, 5):
-            self.times[1 if index < 3 else self.most].append(seconds)
 
 
 def train(config: TrainConfig, quiet: bool = False) -> dict:
