@@ -136,7 +136,8 @@ def main() -> int:
         print(f"[b] recipe: batch {b_config.batch_size}, lr {b_config.lr:g}, decoder ratio "
               f"{b_config.decoder_lr_ratio:g}, clip {b_config.clip:g}, warm-up "
               f"{b_config.warmup_steps}, {b_config.schedule} over {b_config.schedule_steps}, "
-              f"bucket {b_config.bucket}, precision {b_config.precision}")
+              f"bucket {b_config.bucket}, precision {b_config.precision}, unigram bias "
+              f"{b_config.unigram_bias}")
         print("[b] curve (step, train s, valid loss): "
               + ", ".join(f"({s}, {t:.0f}, {v:.3f})" for s, t, v in b.evaluations))
     if a is None:

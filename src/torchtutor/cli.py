@@ -169,6 +169,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip", type=float, default=None, help="gradient norm clip")
     p.add_argument("--adam-beta2", type=float, default=None,
                    help="Adam's second-moment decay (the notes: 0.999)")
+    p.add_argument("--unigram-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the output bias at the training replies' log word frequencies")
     p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
     p.add_argument("--teacher-forcing-per-step", action="store_true",
                    help="decide teacher forcing at every step, not once per batch")

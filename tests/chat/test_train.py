@@ -14,9 +14,9 @@ import torch
 
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.batches import make_batch
+from torchtutor.chat.batches import index_pairs, make_batch
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig
+from torchtutor.chat.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.run_dir import load_trained
 from torchtutor.chat.train import (
     Objective,
@@ -26,6 +26,7 @@ from torchtutor.chat.train import (
     make_optimizers,
     teacher_forcing_plan,
     train,
+    unigram_log_probs,
 )
 from torchtutor.runtime.checkpoint import load_checkpoint
 from torchtutor.runtime.errors import UserError
@@ -139,6 +140,34 @@ def test_adam_options_reach_both_optimizers(tmp_path):
     assert tutorial.adam_beta2 == 0.999
     with pytest.raises(UserError, match="--adam-beta2"):
         configs_from_args(_args(tmp_path, "--adam-beta2", "1"))
+
+
+def test_unigram_bias_starts_the_output_at_word_frequencies(tmp_path):
+    log_probs = unigram_log_probs([[5, 5, 2], [5, 7, 2]], vocab_size=8)
+    assert log_probs.exp().sum().item() == pytest.approx(1.0)
+    counts = [1, 1, 3, 1, 1, 4, 1, 2]                    # add-one smoothed
+    assert log_probs.tolist() == pytest.approx([math.log(c / 14) for c in counts])
+    default, *_ = configs_from_args(_args(tmp_path))
+    tutorial, *_ = configs_from_args(_args(tmp_path, "--tutorial-compat"))
+    off, *_ = configs_from_args(_args(tmp_path, "--no-unigram-bias"))
+    assert default.unigram_bias and not tutorial.unigram_bias and not off.unigram_bias
+
+    biases = {}
+
+    def first_bias(step, model, loss):
+        if step == 1:
+            biases[len(biases)] = model.out.bias.detach().clone()
+
+    for flag in (True, False):
+        config = TrainConfig(out=str(tmp_path / f"u{flag}"), steps=1, batch_size=16, lr=1e-3,
+                             eval_every=100, precision="fp32", device="cpu", unigram_bias=flag)
+        train(config, dict(TINY), PrepareConfig(), after_step=first_bias)
+    # One Adam step at lr 1e-3 x5 moves each bias by at most about 5e-3 from where it started.
+    data = prepare_data(PrepareConfig())
+    replies = [reply for _, reply in index_pairs(data.splits["train"], data.vocab)]
+    expected = unigram_log_probs(replies, len(data.vocab))
+    assert (biases[0] - expected).abs().max() < 0.01
+    assert (biases[1] - expected).abs().max() > 1.0     # nn.Linear's own start is far off
 
 
 def run_cli(*argv) -> int:
