@@ -40,3 +40,11 @@ def resolve_device(spec: str = "auto") -> torch.device:
             raise UserError("device 'mps' asked for, but MPS is not available on this machine")
         return device
     raise UserError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until the work queued on `device` is done, so a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -132,12 +132,25 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return x.mean(1).tolist(), x.std(1).tolist()
 
 
-def normalize(images: torch.Tensor, mean: list[float], std: list[float],
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalized float, on the images' device."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
-    return ((images.float() - m) / s).to(dtype)
+def pixel_stats(mean: list[float], std: list[float], device: torch.device,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 0..1-scale statistics as (1, C, 1, 1) tensors on the 0..255 scale, on `device`."""
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    return m, s
+
+
+def normalize(images: torch.Tensor, mean: list[float] | torch.Tensor,
+              std: list[float] | torch.Tensor, dtype: torch.dtype = torch.float32,
+              ) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalized float, on the images' device.
+
+    `mean` and `std` are 0..1-scale lists, or `pixel_stats` tensors already on the device
+    (making those from lists copies them to the device, which waits for a GPU to catch up).
+    """
+    if not isinstance(mean, torch.Tensor):
+        mean, std = pixel_stats(mean, std, images.device)
+    return ((images.float() - mean) / std).to(dtype)
 
 
 class ImageDataset(Dataset):
@@ -156,34 +169,47 @@ class ImageDataset(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+def draw_crop_flip(n: int, pad: int, generator: torch.Generator | None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (row, column) offsets in 0..2*pad, shape (2, n), and flip flags, shape (n,)."""
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+    return shifts, torch.rand(n, generator=generator) < 0.5
+
+
 def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator | None,
                      ) -> torch.Tensor:
     """Random translation (crop of a reflection-padded image) and horizontal flip, as tensor ops.
 
     Works on a whole batch at once on whatever device `images` lives on.
     """
+    shifts, flips = draw_crop_flip(len(images), pad, generator)
+    return crop_flip(images, pad, shifts.to(images.device), flips.to(images.device))
+
+
+def crop_flip(images: torch.Tensor, pad: int, shifts: torch.Tensor, flips: torch.Tensor,
+              ) -> torch.Tensor:
+    """Apply `draw_crop_flip`'s offsets and flips (already on the images' device)."""
     n, c, h, w = images.shape
     device = images.device
     out = images
     if pad > 0:
         padded = torch.nn.functional.pad(images.float() if images.dtype == torch.uint8
                                          else images, (pad,) * 4, mode="reflect")
-        shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator,
-                               device="cpu").to(device)
         rows = (shifts[0].view(n, 1) + torch.arange(h, device=device)).view(n, 1, h, 1)
         cols = (shifts[1].view(n, 1) + torch.arange(w, device=device)).view(n, 1, 1, w)
         batch = torch.arange(n, device=device).view(n, 1, 1, 1)
         chans = torch.arange(c, device=device).view(1, c, 1, 1)
         out = padded[batch, chans, rows, cols].to(images.dtype)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(device).view(n, 1, 1, 1)
-    return torch.where(flip, out.flip(3), out)
+    return torch.where(flips.view(n, 1, 1, 1), out.flip(3), out)
 
 
 class DeviceBatches:
     """Shuffled, augmented, normalized batches cut from tensors held on the device.
 
     The uint8 images move to the device once; each batch is augmented there (the airbench way),
-    so no worker processes or per-image Python run during training.
+    so no worker processes or per-image Python run during training. An epoch's order and
+    augmentation are drawn on the CPU at its start and copied over once: a copy to a GPU waits
+    for the queued work, so copying per batch would stall the GPU every step.
 
     Under torchrun (`world_size` > 1) every rank draws the same order from an identically
     seeded generator, cuts it into global batches of `batch_size * world_size` and keeps its
@@ -200,6 +226,7 @@ class DeviceBatches:
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.mean, self.std = mean, std
+        self.pixel_mean, self.pixel_std = pixel_stats(mean, std, device)
         self.batch_size, self.device = batch_size, device
         self.augment, self.shuffle, self.drop_last, self.pad = augment, shuffle, drop_last, pad
         self.dtype, self.channels_last = dtype, channels_last
@@ -218,17 +245,22 @@ class DeviceBatches:
         n = len(self.labels)
         order = (torch.randperm(n, generator=self.generator) if self.shuffle
                  else torch.arange(n)).to(self.device)
+        if self.augment:  # drawn for all n, so a resumed epoch replays the same ones
+            shifts, flips = draw_crop_flip(n, self.pad, self.generator)
+            shifts, flips = shifts.to(self.device), flips.to(self.device)
         span, world = self.batch_size * self.world_size, self.world_size
         for b in range(start, len(self)):
-            idx = order[b * span:(b + 1) * span]
-            idx = idx[:len(idx) - len(idx) % world]  # a short last batch splits evenly
-            if len(idx) == 0:
+            size = min(span, n - b * span)
+            size -= size % world  # a short last batch splits evenly
+            if size <= 0:
                 break
+            positions = slice(b * span, b * span + size)
+            idx = order[positions]
             x = self.images[idx]
             if self.augment:
-                x = random_crop_flip(x, self.pad, self.generator)
+                x = crop_flip(x, self.pad, shifts[:, positions], flips[positions])
             part = slice(self.rank * len(idx) // world, (self.rank + 1) * len(idx) // world)
-            x = normalize(x[part], self.mean, self.std, self.dtype)
+            x = normalize(x[part], self.pixel_mean, self.pixel_std, self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.labels[idx[part]]

@@ -55,7 +55,7 @@ def predict_files(loaded: LoadedRun, paths: list[str], top_k: int,
     if images:
         logits = predict_logits(loaded.model, torch.stack(images), loaded.mean, loaded.std,
                                 loaded.device, loaded.dtype, tta=loaded.tta,
-                                channels_last=loaded.channels_last)
+                                translate=loaded.tta_translate, channels_last=loaded.channels_last)
         probs = logits.softmax(1)
         k = min(top_k, probs.shape[1])
         values, indexes = probs.topk(k, dim=1)
