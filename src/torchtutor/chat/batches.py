@@ -27,9 +27,18 @@ class Batch:
     target_lengths: torch.Tensor | None = None   # (B,) long on the CPU; spares a device sync
 
     def to(self, device: torch.device | str) -> "Batch":
-        """The tensors on `device`; `lengths` stays on the CPU as packing requires."""
-        return Batch(self.inputs.to(device), self.lengths, self.targets.to(device),
-                     self.mask.to(device), self.max_target_len, self.target_lengths)
+        """The tensors on `device`; `lengths` stays on the CPU as packing requires.
+
+        To a GPU they go from pinned memory without waiting: a plain copy from pageable memory
+        waits for all queued GPU work first, which would stall the GPU once per tensor.
+        """
+        if torch.device(device).type != "cuda":
+            return Batch(self.inputs.to(device), self.lengths, self.targets.to(device),
+                         self.mask.to(device), self.max_target_len, self.target_lengths)
+        inputs, targets, mask = (t.pin_memory().to(device, non_blocking=True)
+                                 for t in (self.inputs, self.targets, self.mask))
+        return Batch(inputs, self.lengths, targets, mask, self.max_target_len,
+                     self.target_lengths)
 
     @property
     def size(self) -> int:
