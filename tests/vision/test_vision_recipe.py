@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from itertools import pairwise
 
 import pytest
 import torch
@@ -27,8 +28,8 @@ def test_fast_schedule_warms_up_from_a_fifth_and_ends_at_seven_percent():
     assert lr_at(config, 1.0) == pytest.approx(0.07 * config.lr)
     rates = [lr_at(config, p / 100) for p in range(101)]
     peak = rates.index(max(rates))
-    assert all(a <= b for a, b in zip(rates[:peak], rates[1:peak + 1]))
-    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1:]))
+    assert all(a <= b for a, b in pairwise(rates[:peak + 1]))
+    assert all(a >= b for a, b in pairwise(rates[peak:]))
     # The notes' recipe keeps its constant rate.
     tutorial = TrainConfig(data="x", out="y", **RECIPES["tutorial"])
     assert lr_at(tutorial, 0.0) == lr_at(tutorial, 0.7) == tutorial.lr
