@@ -189,7 +189,9 @@ class Seq2Seq(nn.Module):
     def decode_step(self, tokens: Tensor, hidden: Tensor, encoder_outputs: Tensor,
                     encoder_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One decoder step: tokens (B,) -> log-probs (B, V), new hidden, attention (B, T)."""
-        embedded = self.embedding_dropout(self.embedding(tokens.unsqueeze(0)))   # (1, B, H)
+        embedded = self.embedding(tokens.unsqueeze(0))                         # (1, B, H)
+        if self.training:  # dropout is the identity in eval; skipping it saves a call a step
+            embedded = self.embedding_dropout(embedded)
         rnn_output, hidden = self.decoder_gru(embedded, hidden)
         combined, weights = self._attend_and_combine(rnn_output, encoder_outputs, encoder_mask)
         # float32 before the softmax, so bf16 autocast never rounds the log-probabilities
