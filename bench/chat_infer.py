@@ -217,10 +217,17 @@ def main() -> int:
         for run in runners.values():
             run(text)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for text in timed:   # interleaved, so load from other processes hits all alike
-        for name, run in runners.items():
+    order = list(runners)
+    for text in timed:
+        # Interleaved, so load from other processes hits all alike, and in a fresh order for
+        # each query: what ran just before changes a reply's time (the default greedy took
+        # 4.4 ms right after the tutorial's searcher, 4.0 ms after fp32 greedy or a 5 ms pause,
+        # 3.7 ms after itself), and a fixed order would hand one decoder the same neighbour
+        # every time.
+        rng.shuffle(order)
+        for name in order:
             start = time.perf_counter()
-            run(text)
+            runners[name](text)
             times[name].append((time.perf_counter() - start) * 1000)
 
     batch_texts = [rng.choice(queries) for _ in range(64)]
@@ -257,9 +264,9 @@ def main() -> int:
               f"{1000 / median:13.1f} {batch}")
     tutorial = statistics.median(times["tutorial greedy"])
     print(f"greedy speedup with fp32 weights only (exact replies): "
-          f"{tutorial / statistics.median(times['greedy fp32']):.1f}x; the last line is for "
+          f"{tutorial / statistics.median(times['greedy fp32']):.2f}x; the last line is for "
           f"the default (checked int8, {default_same}/{len(check)} replies equal fp32's)")
-    print(f"greedy speedup: {tutorial / statistics.median(times['greedy']):.1f}x")
+    print(f"greedy speedup: {tutorial / statistics.median(times['greedy']):.2f}x")
     return 0
 
 
