@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.vision.colour_tree import write_colour_tree
-from torchtutor.runtime.checkpoint import load_checkpoint
+from torchtutor.cli import main
+from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
 from torchtutor.vision.inference import predict_logits
 from torchtutor.vision.lookahead import Lookahead
 from torchtutor.vision.models import build_model
@@ -120,3 +121,23 @@ def test_fast_recipe_resumes_exactly_after_a_kill(tmp_path):
     rates = {g["name"]: g["lr"] for g in b["optimizer"]["param_groups"]}
     assert rates["whiten_bias"] == 0.0 < rates["weights"] < rates["norm_biases"]
     assert set(b["lookahead"]) >= {"head.weight", "blocks.0.norm1.running_mean"}
+
+
+def test_resuming_a_checkpoint_whose_optimizer_does_not_fit_is_one_line(tmp_path, capsys,
+                                                                         monkeypatch):
+    """A run saved before the fast recipe's parameter groups (one group) cannot resume."""
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "cache"))
+    tree = write_colour_tree(tmp_path / "colours", train_per_class=12, test_per_class=4)
+    run = tmp_path / "run"
+    argv = ["vision", "train", "--data", str(tree), "--out", str(run), "--device", "cpu",
+            "--model", "fast", "--batch-size", "8", "--epochs", "1"]
+    assert main(argv) == 0
+    state = load_checkpoint(run / "checkpoint.pt")
+    groups = state["optimizer"]["param_groups"]
+    merged = dict(groups[0], params=[i for g in groups for i in g["params"]])
+    state["optimizer"]["param_groups"] = [merged]
+    save_checkpoint(run / "checkpoint.pt", state)
+    capsys.readouterr()
+    assert main(argv[:-1] + ["2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "Traceback" not in err
