@@ -9,7 +9,7 @@ check); its replies end at EOS, which the notes' searcher ignores.
 
 torchtutor's greedy search is timed three ways: "greedy" is the default of `chat talk/reply/
 evaluate` on the CPU (checked int8: greedy on an int8 copy, and any reply whose top-1/top-2
-log-prob gap fell below `CHECK_MARGIN` decoded again in fp32); "greedy fp32" uses the fp32
+log-prob gap fell below `CHECK_MARGIN` checked in fp32); "greedy fp32" uses the fp32
 weights only (the exact replies); "greedy --int8" the int8 copy only (what `--int8` does).
 The shares of replies equal to fp32's are printed for both int8 variants.
 

@@ -48,34 +48,62 @@ def test_checked_greedy_equals_fp32_greedy():
         for batch in (ids, [ids[0]]):
             tokens, _ = checked_greedy(bot.model, draft, batch, bot.max_length)
             assert tokens == exact[:len(batch)]
-        # A margin no reply meets: every row is redone in fp32, scores included.
+        # A margin no reply meets: every row is checked in fp32, scores included.
         tokens, scores = checked_greedy(bot.model, draft, ids, bot.max_length,
                                         margin=float("inf"))
         assert tokens == exact and scores == exact_scores
 
 
-def test_checked_greedy_redoes_only_near_ties():
+def _spied(model, method: str, calls: list[int]):
+    """A shallow copy of `model` whose `method` records each call's batch size."""
+    original = getattr(model, method)
+
+    def spy(*args):
+        calls.append(args[0].shape[-1])
+        return original(*args)
+
+    spied = copy.copy(model)
+    setattr(spied, method, spy)
+    return spied
+
+
+def test_checked_greedy_checks_only_near_ties():
     bot = trained_tiny_bot()
     ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
     gaps: list[float] = []
     with torch.inference_mode():
         greedy_search(bot.model, ids, bot.max_length, margins=gaps)
         assert len(gaps) == len(ids) and all(g >= 0 for g in gaps)
-        # The fp32 model as its own draft: only rows with a gap below the margin are redone.
-        calls = []
-        original = bot.model.decode_step
-
-        def spy(*args):
-            calls.append(args[0].numel())
-            return original(*args)
-
-        redo = copy.copy(bot.model)
-        redo.decode_step = spy
+        # The fp32 model as its own draft: only rows with a gap below the margin are checked,
+        # in one teacher-forced pass, and every one passes, so nothing is decoded again.
+        checked, redone = [], []
+        fp32 = _spied(_spied(bot.model, "decode_teacher_forced", checked), "decode_step", redone)
         tight = sorted(gaps)[len(gaps) // 2]
-        tokens, _ = checked_greedy(redo, bot.model, ids, bot.max_length, margin=tight)
+        tokens, scores = checked_greedy(fp32, bot.model, ids, bot.max_length, margin=tight)
     unsure = sum(g < tight for g in gaps)
-    assert 0 < unsure < len(ids) and set(calls) == {unsure}
-    assert tokens == greedy_search(bot.model, ids, bot.max_length)[0]
+    assert 0 < unsure < len(ids) and checked == [unsure] and redone == []
+    exact, exact_scores, _ = greedy_search(bot.model, ids, bot.max_length)
+    assert tokens == exact and scores == pytest.approx(exact_scores, abs=1e-4)
+
+
+def test_checked_greedy_decodes_again_the_replies_fp32_would_not_give():
+    bot = trained_tiny_bot()
+    ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+    # A poor draft: the fp32 weights with noise, so some of its replies are wrong.
+    torch.manual_seed(1)
+    draft = copy.deepcopy(bot.model)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn_like(p) * 0.3 * p.std())
+    with torch.inference_mode():
+        exact, exact_scores, _ = greedy_search(bot.model, ids, bot.max_length)
+        drafted = greedy_search(draft, ids, bot.max_length)[0]
+        wrong = sum(a != b for a, b in zip(drafted, exact, strict=True))
+        redone: list[int] = []
+        fp32 = _spied(bot.model, "decode_step", redone)
+        tokens, scores = checked_greedy(fp32, draft, ids, bot.max_length, margin=float("inf"))
+    assert 0 < wrong < len(ids) and set(redone) == {wrong}
+    assert tokens == exact and scores == pytest.approx(exact_scores, abs=1e-4)
 
 
 def test_default_bot_uses_the_draft_and_survives_bad_input():

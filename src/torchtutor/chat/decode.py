@@ -76,12 +76,13 @@ def options_from_args(args: Any) -> DecodeOptions:
 # Checked int8 greedy search (the CPU default). At batch 1 a step is bound by reading the
 # weights, and int8 weights are a quarter of fp32's bytes; but rounded weights can flip a
 # near-tie between the two likeliest words. So greedy runs on the int8 copy first, and any
-# reply whose smallest top-1/top-2 log-prob gap stayed below CHECK_MARGIN is decoded again
-# with the fp32 weights. Calibrated on a briefly trained tutorial-size run: with one scale per
-# matrix, the 77 of 3,000 Cornell validation replies that differed from fp32's all had a gap of
-# at most 0.031 nats; with per-row scales for the Linear layers (now), the 175 of 8,364
-# validation and test replies that differed had at most 0.035. 0.05 leaves room and sends about
-# a fifth of replies to fp32 (22% there; bench/RESULTS.md).
+# reply whose smallest top-1/top-2 log-prob gap stayed below CHECK_MARGIN is checked with
+# the fp32 weights (`checked_greedy`). Calibrated on a briefly trained tutorial-size run:
+# with one scale per matrix, the 77 of 3,000 Cornell validation replies that differed from
+# fp32's all had a gap of at most 0.031 nats; with per-row scales for the Linear layers
+# (now), the 175 of 8,364 validation and test replies that differed had at most 0.035. 0.05
+# leaves room and sends about a fifth of replies to the fp32 check (22% there;
+# bench/RESULTS.md).
 CHECK_MARGIN = 0.05
 
 
@@ -365,21 +366,51 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
 def checked_greedy(model: Any, draft: Any, id_lists: list[list[int]], max_length: int,
                    no_repeat_ngram: int = 0, has_unk: bool = True,
                    margin: float = CHECK_MARGIN) -> tuple[list[list[int]], list[float]]:
-    """Greedy replies from the `draft` (int8) model, redone with `model` (fp32) for every row
+    """Greedy replies from the `draft` (int8) model, checked with `model` (fp32) for every row
     whose smallest gap between its two likeliest words fell below `margin`.
 
-    A kept row's score is the draft's log-probability (within a few hundredths of fp32's).
+    A checked row keeps the draft's reply when fp32, fed that reply in one teacher-forced pass,
+    picks the same word at every step (then it is fp32's greedy reply, with fp32's score); the
+    few that fail are decoded again in fp32. A row above the margin keeps the draft's score
+    (within a few hundredths of fp32's).
     """
     gaps: list[float] = []
     tokens, scores, _ = greedy_search(draft, id_lists, max_length, no_repeat_ngram, has_unk,
                                       margins=gaps)
     unsure = [row for row, gap in enumerate(gaps) if gap < margin]
+    if unsure and not no_repeat_ngram:  # blocking depends on the history: decode again
+        checked = verify_greedy(model, [id_lists[row] for row in unsure],
+                                [tokens[row] for row in unsure], has_unk)
+        for row, score in zip(unsure, checked, strict=True):
+            if score is not None:
+                scores[row] = score
+        unsure = [row for row, score in zip(unsure, checked, strict=True) if score is None]
     if unsure:
         exact, exact_scores, _ = greedy_search(model, [id_lists[row] for row in unsure],
                                                max_length, no_repeat_ngram, has_unk)
         for row, row_tokens, score in zip(unsure, exact, exact_scores, strict=True):
             tokens[row], scores[row] = row_tokens, score
     return tokens, scores
+
+
+def verify_greedy(model: Any, id_lists: list[list[int]], replies: list[list[int]],
+                  has_unk: bool = True) -> list[float | None]:
+    """For each reply, its log-probability if it is `model`'s greedy reply, else None.
+
+    One teacher-forced pass (the decoder GRU over the whole reply in one call, one output
+    projection for all steps) instead of a step-by-step search: about two thirds of the time
+    of decoding again, most of it the encoder (bench/RESULTS.md).
+    """
+    encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
+    steps = max(len(reply) for reply in replies)
+    padded = [reply + [PAD] * (steps - len(reply)) for reply in replies]
+    targets = torch.tensor(padded, dtype=torch.long).t().to(encoder_outputs.device)
+    log_probs = model.decode_teacher_forced(targets, hidden, encoder_outputs, encoder_mask)
+    log_probs = log_probs + _never_emit(log_probs, has_unk)
+    best = log_probs.max(dim=-1).indices.t().tolist()                     # (B, steps)
+    picked = log_probs.gather(2, targets.unsqueeze(2)).squeeze(2).t().double().tolist()
+    return [sum(picked[row][:len(reply)]) if best[row][:len(reply)] == reply else None
+            for row, reply in enumerate(replies)]
 
 
 def _until_eos(row: list[int]) -> list[int]:
