@@ -53,10 +53,14 @@ def uses_channels_last(model_name: str, device: torch.device) -> bool:
     return model_name == "fast" and device.type in ("cpu", "cuda")
 
 
-def _mirror_logits(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def _logits(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return (model(x).float() + model(x.flip(3)).float()) / 2
+    return model(x).float()
+
+
+def _mirror_logits(model: nn.Module, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return (_logits(model, x, channels_last) + _logits(model, x.flip(3), channels_last)) / 2
 
 
 @torch.no_grad()
@@ -76,9 +80,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, mean: list[float], st
         x = normalize(images[start:start + batch_size].to(device), mean, std)
         with autocast(device, dtype):
             if not tta:
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                logits = model(x).float()
+                logits = _logits(model, x, channels_last)
             else:
                 logits = _mirror_logits(model, x, channels_last)
                 if translate:
