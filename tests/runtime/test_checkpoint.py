@@ -9,7 +9,12 @@ import textwrap
 import pytest
 import torch
 
-from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
+from torchtutor.runtime.checkpoint import (
+    NonFiniteWeights,
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 from torchtutor.runtime.errors import UserError
 
 
@@ -107,6 +112,70 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
     assert child.returncode == -signal.SIGKILL
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.zeros(10))
-    # the next save still works and replaces it
+    left = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(f".last.pt.{child.pid}.")
+    # the next save still works, replaces it and removes the dead save's temporary file
     save_checkpoint(path, {"step": 3})
     assert load_checkpoint(path)["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_flipped_bit_in_tensor_data_is_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.full((1000,), 1.5)}, "step": 4})
+    data = bytearray(path.read_bytes())
+    at = data.find(torch.full((4,), 1.5).numpy().tobytes())
+    assert at > 0
+    data[at + 1] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path)
+    assert "checksum" in _single_line(err.value)
+
+
+def test_a_changed_plain_value_is_refused_and_old_files_still_load(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"step": 4, "w": torch.ones(3)})
+    state = torch.load(path, weights_only=True)
+    state["step"] = 5   # edited, checksum kept
+    torch.save(state, path)
+    with pytest.raises(UserError, match="checksum"):
+        load_checkpoint(path)
+    torch.save({"step": 5, "w": torch.ones(3)}, path)   # no checksum: an older torchtutor's
+    assert load_checkpoint(path)["step"] == 5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_never_saved(tmp_path, bad):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 1})
+    weights = torch.ones(3)
+    weights[1] = bad
+    with pytest.raises(NonFiniteWeights) as err:
+        save_checkpoint(path, {"model": {"w": weights}, "step": 2})
+    assert "model.w" in _single_line(err.value)
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    # integer tensors and plain floats are not weights
+    save_checkpoint(path, {"ids": torch.arange(3), "loss": float("nan")})
+
+
+def test_non_finite_or_malformed_weights_are_refused_on_load(tmp_path):
+    path = tmp_path / "old.pt"
+    module = torch.nn.Linear(2, 2)
+    weights = module.state_dict()
+    weights["bias"] = torch.tensor([0.0, float("nan")])
+    torch.save({"model": weights}, path)   # written by an older version, or by hand
+    with pytest.raises(UserError, match="NaN or infinite weights"):
+        load_state_dict_checked(module, load_checkpoint(path)["model"], path)
+    for bad in ([1, 2], {"weight": "text"}, "weights"):
+        with pytest.raises(UserError, match="malformed"):
+            load_state_dict_checked(module, bad, path)
+
+
+def test_entries_of_the_wrong_type_are_one_line(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": [1, 2], "step": "seven"})
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path, types={"model": dict, "step": int})
+    assert "'model' is a list, not a dict" in _single_line(err.value)

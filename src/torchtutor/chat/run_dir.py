@@ -91,7 +91,8 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     path = run_dir / (BEST if which == "best" else LAST)
     if which == "best" and not path.exists():
         path = run_dir / LAST
-    state = load_checkpoint(path, map_location="cpu", required_keys=("model", "step"))
+    state = load_checkpoint(path, map_location="cpu", required_keys=("model", "step"),
+                            types={"model": dict, "step": int})
     model = Seq2Seq(model_config)
     load_state_dict_checked(model, state["model"], path)
     try:

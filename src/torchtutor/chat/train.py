@@ -38,12 +38,13 @@ from torchtutor.chat.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.vocab import SOS, Vocab
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.checkpoint import (
+    NonFiniteWeights,
     load_checkpoint,
     load_state_dict_checked,
     save_checkpoint,
 )
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write
+from torchtutor.runtime.files import atomic_write, check_folder, make_folder, remove_stale_temps
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
@@ -334,17 +335,26 @@ def checkpoint_state(model: Seq2Seq, optimizers: list, schedulers: list, stream:
 def restore(path: Path, model: Seq2Seq, optimizers: list, schedulers: list,
             stream: BatchStream) -> LoopState:
     ckpt = load_checkpoint(path, required_keys=("model", "optimizers", "schedulers", "stream",
-                                                "rng", "step"))
+                                                "rng", "step"),
+                           types={"model": dict, "optimizers": list, "schedulers": list,
+                                  "stream": dict, "rng": dict, "step": int,
+                                  "train_seconds": (int, float), "tokens": int})
     load_state_dict_checked(model, ckpt["model"], path)
     try:
         for opt, sd in zip(optimizers, ckpt["optimizers"], strict=True):
             opt.load_state_dict(sd)
         for scheduler, sd in zip(schedulers, ckpt["schedulers"], strict=True):
             scheduler.load_state_dict(sd)
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise UserError(f"checkpoint {path} does not fit these optimizers ({exc})") from None
-    stream.load_state_dict(ckpt["stream"])
-    set_rng_state(ckpt["rng"])
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"checkpoint {path} does not fit these optimizers "
+                        f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})"
+                        ) from None
+    try:  # entries of the wrong type inside are as much a damaged file as a bad checksum
+        stream.load_state_dict(ckpt["stream"])
+        set_rng_state(ckpt["rng"])
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"checkpoint {path} is malformed: its data position or random state "
+                        f"cannot be restored ({type(exc).__name__})") from None
     known = {f.name for f in fields(LoopState)}
     return LoopState(**{k: ckpt[k] for k in known if k in ckpt})
 
@@ -409,9 +419,12 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     resume = resume or ddp.should_resume(out / rd.LAST, ctx)
     if config.tutorial_compat and data_config.has_unk:
         raise UserError("--tutorial-compat uses a vocabulary without UNK (has_unk=False)")
+    check_folder(out)
     if not resume and (out / rd.LAST).exists():
         raise UserError(f"{out} already holds a run; continue it with --resume or pick "
                         "another --out")
+    if ctx.is_main:
+        remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
     data = prepare_data(data_config)
     vocab = data.vocab
@@ -452,18 +465,31 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
             keep_metrics_until(out / rd.METRICS, state.step)
         say(f"resuming {out} at step {state.step}")
     elif ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         vocab.save(out / rd.VOCAB)
     if ctx.is_main:
         rd.write_config(out, model.config, asdict(config), asdict(data_config))
     # DDP wraps the objective (after any restore: it starts every rank from rank 0's weights).
     objective = ddp.wrap_model(objective, ctx)
 
+    # The step each checkpoint file holds, so a stop can say truthfully what was kept.
+    saved_at = {rd.LAST: state.step} if resume else {}
+
+    def kept() -> str:
+        if rd.LAST in saved_at:
+            return f"the last good checkpoint is {out / rd.LAST}, from step {saved_at[rd.LAST]}"
+        return "no checkpoint was saved"
+
     def save(name: str) -> None:
         if not ctx.is_main:
             return
-        save_checkpoint(out / name, checkpoint_state(model, optimizers, schedulers, stream,
-                                                     state))
+        try:
+            save_checkpoint(out / name, checkpoint_state(model, optimizers, schedulers, stream,
+                                                         state))
+        except NonFiniteWeights:  # never write (or call good) weights that hold NaN or inf
+            raise UserError(f"the weights became NaN or infinite by step {state.step}; "
+                            f"stopped ({kept()})") from None
+        saved_at[name] = state.step
 
     reached = False
 
@@ -502,11 +528,8 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                 loss = train_step(objective, optimizers, schedulers, batch, config, autocast,
                                   loss_scale=scale)
             except NonFiniteLoss as exc:
-                last = out / rd.LAST
-                kept = (f"the last good checkpoint is {last}" if last.exists()
-                        else "no checkpoint was saved yet")
                 raise UserError(f"loss became {exc.args[0]} at step {state.step + 1}; "
-                                f"stopped ({kept})") from None
+                                f"stopped ({kept()})") from None
             # The slowest rank's time, so all ranks agree when a time budget is spent.
             seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
             threads.after(period_index, seconds)

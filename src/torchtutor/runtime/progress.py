@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from torchtutor.runtime.files import open_append, write_error
+
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
              unit: str = "it", force: bool | None = None, **kwargs) -> tqdm:
@@ -27,21 +29,28 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, fieldnames: list[str]):
         self.path = Path(path)
         self.fieldnames = list(fieldnames)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._file = open_append(self.path)
         self._writer = csv.DictWriter(self._file, fieldnames=self.fieldnames,
                                       extrasaction="ignore")
         if new:
-            self._writer.writeheader()
+            self._write(self._writer.writeheader)
+
+    def _write(self, write, *args) -> None:
+        try:  # a full disk or a file system gone read-only: one line, not a traceback
+            write(*args)
             self._file.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def log(self, **row) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
+        self._write(self._writer.writerow, row)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the write that failed has already said why
 
     def __enter__(self) -> "MetricsLog":
         return self

@@ -80,7 +80,7 @@ def read_cached(path: Path) -> dict:
     splits = _read_source(path)
     try:
         save_checkpoint(target, splits)
-    except OSError as exc:  # a read-only cache is not a reason to fail
+    except UserError as exc:  # a read-only or full cache is not a reason to fail
         print(f"warning: could not cache decoded images ({exc})", file=sys.stderr)
     return splits
 

@@ -13,6 +13,9 @@ from torchtutor.vision.data import normalize
 from torchtutor.vision.models import build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What the entries of a checkpoint must be (a wrong type is a one-line error, not a crash).
+CHECKPOINT_TYPES = {"model": dict, "config": dict, "classes": (list, tuple), "mean": list,
+                    "std": list, "step": int, "epoch": int, "optimizer": dict}
 
 
 def cpu_has_bf16() -> bool:
@@ -116,7 +119,8 @@ def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist")
     path = run_dir / CHECKPOINT_NAME
-    state = load_checkpoint(path, required_keys=("model", "config", "classes", "mean", "std"))
+    state = load_checkpoint(path, required_keys=("model", "config", "classes", "mean", "std"),
+                            types=CHECKPOINT_TYPES)
     config = state["config"]
     try:
         name = config["model"]

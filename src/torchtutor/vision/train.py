@@ -18,10 +18,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from torchtutor.runtime import distributed as ddp
-from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
+from torchtutor.runtime.checkpoint import (
+    NonFiniteWeights,
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 from torchtutor.runtime.device import synchronize
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write_text
+from torchtutor.runtime.files import (
+    atomic_write_text,
+    check_folder,
+    make_folder,
+    remove_stale_temps,
+)
 from torchtutor.runtime.progress import MetricsLog, progress
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
@@ -35,6 +45,7 @@ from torchtutor.vision.data import (
 )
 from torchtutor.vision.inference import (
     CHECKPOINT_NAME,
+    CHECKPOINT_TYPES,
     autocast,
     autocast_dtype,
     predict_logits,
@@ -338,6 +349,13 @@ class Trainer:
         except (ValueError, KeyError) as exc:  # e.g. a run saved by an older torchtutor
             raise UserError(f"cannot resume from {path}: its optimizer state does not fit "
                             f"this version's recipe ({str(exc)[:80]})") from None
+        try:  # entries of the wrong type: a damaged file, said in one line
+            return self._restore_position(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise UserError(f"cannot resume from {path}: its position or random state is "
+                            f"malformed ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+    def _restore_position(self, state: dict) -> tuple[int, int]:
         # Steps count global batches: resumed on another number of ranks (torchrun after one
         # process, or back), the same share of the run is done.
         scale = int(state.get("world_size", 1)) / self.ctx.world_size
@@ -370,7 +388,8 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     ctx = ddp.init_distributed(config.device)
     # A group that torchrun restarted after a failure resumes from the checkpoint by itself.
     if config.extra.get("resume") or ddp.should_resume(ckpt_path, ctx):
-        resume_state = load_checkpoint(ckpt_path, required_keys=("model", "config", "step"))
+        resume_state = load_checkpoint(ckpt_path, required_keys=("model", "config", "step"),
+                                       types=CHECKPOINT_TYPES)
         saved = dict(resume_state["config"])
         # Keep the run's recipe and model; only the length and the budget may change.
         for name in ("epochs", "time_budget", "device", "precision"):
@@ -378,8 +397,10 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
         saved["extra"] = config.extra
         saved["plan_from_budget"] = False
         config = TrainConfig(**saved)
-    elif ckpt_path.exists():
+    elif check_folder(out) and ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume or choose another --out")
+    if ctx.is_main:
+        remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
     device = ctx.device
     data = load_data(config.data, config.valid_fraction, config.seed)
@@ -392,7 +413,8 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
                 config.epochs != resume_state["config"]["epochs"]:
             print("warning: changing --epochs on resume stretches the learning-rate schedule",
                   file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
+    saved_epoch = epoch if resume_state is not None else None  # what the checkpoint holds
     budget = config.time_budget
     if config.plan_from_budget and budget is not None:
         planning = time.perf_counter()
@@ -464,7 +486,15 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
                       f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)",
                       file=sys.stderr)
             if ctx.is_main:
-                save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
+                try:
+                    save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
+                except NonFiniteWeights:  # never write (or call good) NaN weights
+                    kept = ("no checkpoint was saved" if saved_epoch is None else
+                            f"the last good checkpoint is {ckpt_path}, from epoch {saved_epoch}")
+                    raise UserError(f"the weights became NaN or infinite by epoch {row['epoch']}"
+                                    f" (train loss {row['train_loss']}); stopped ({kept})"
+                                    ) from None
+                saved_epoch = row["epoch"]
     finally:
         log.close()
     if accuracy is None:  # nothing left to train (a finished run resumed): just test
