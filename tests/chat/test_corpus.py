@@ -266,3 +266,39 @@ def test_cornell_download_is_refused_without_a_checksum(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "CORNELL_URL", "http://127.0.0.1:9/must-not-be-fetched")
     with pytest.raises(UserError, match="unverified download is refused.*--corpus"):
         load_corpus("cornell")
+
+
+def test_gzipped_pairs_file_reads_like_the_plain_one(tmp_path):
+    import gzip
+
+    pairs = [Pair(q, r, f"c{i % 3}") for i, (q, r) in enumerate(zip(NASTY, NASTY[1:],
+                                                                      strict=False))]
+    write_pairs_file(tmp_path / "p.tsv", pairs, with_conversation=True)
+    raw = (tmp_path / "p.tsv").read_bytes() + b"only one field\n"
+    (tmp_path / "p.tsv.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "p.tsv").write_bytes(raw)
+    plain, packed = load_corpus(str(tmp_path / "p.tsv")), load_corpus(str(tmp_path / "p.tsv.gz"))
+    assert packed.pairs == plain.pairs == pairs
+    assert packed.skipped == plain.skipped == {"lines_with_wrong_field_count": 1}
+    (tmp_path / "cut.tsv.gz").write_bytes(gzip.compress(raw * 50)[:-20])
+    with pytest.raises(UserError, match="cannot read pair file .*cut.tsv.gz after line"):
+        load_corpus(str(tmp_path / "cut.tsv.gz"))
+
+
+def test_json_lines_pairs_and_dialogs_stream_alike_plain_or_gzipped(tmp_path):
+    import gzip
+
+    rows = [json.dumps({"query": "Hi!", "reply": "Hello.", "conversation": "a"}),
+            json.dumps({"dialog": ["One", "Two", "  ", "Three", "Four"], "id": "b"}),
+            json.dumps({"query": "alone", "reply": "no id"}),
+            "", "{broken", json.dumps({"dialog": ["x", 3]}), json.dumps(["a", "b"])]
+    raw = ("\n".join(rows) + "\n").encode() + b'{"query": "bad \xff", "reply": "x"}\n'
+    (tmp_path / "d.jsonl").write_bytes(raw)
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(raw))
+    expected = [Pair("Hi!", "Hello.", "a"), Pair("One", "Two", "b"), Pair("Three", "Four", "b"),
+                Pair("alone", "no id", "line3")]
+    skipped = {"blank_lines": 1, "lines_not_json": 1, "lines_with_wrong_fields": 2,
+               "undecodable_lines": 1, "pairs_with_empty_side": 2}
+    for name in ("d.jsonl", "d.jsonl.gz"):
+        c = load_corpus(str(tmp_path / name))
+        assert c.pairs == expected and c.skipped == skipped, name

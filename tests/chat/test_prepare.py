@@ -225,3 +225,28 @@ def test_partial_cornell_counts_equal_an_independent_implementation(shared_data,
     assert sum(stats[f"pairs_{s}"] for s in ("train", "valid", "test")) == stats["pairs_kept"]
     assert stats["pairs_valid"] > 0.05 * stats["pairs_kept"]
     assert stats["pairs_test"] > 0.05 * stats["pairs_kept"]
+
+
+def test_streamed_split_is_split_conversations_and_inputs_stream_alike(tmp_path):
+    import gzip
+
+    names = [chr(97 + k // 26) + chr(97 + k % 26) for k in range(300)]
+    pairs = [Pair(f"{names[k]} says" + " so" * i, f"{names[k]} hears", f"conv{k}")
+             for k in range(300) for i in range(1 + k % 3)]
+    write_pairs_file(tmp_path / "p.tsv", pairs, with_conversation=True)
+    (tmp_path / "p.tsv.gz").write_bytes(gzip.compress((tmp_path / "p.tsv").read_bytes()))
+    (tmp_path / "p.jsonl").write_text("".join(
+        json.dumps({"query": p.query, "reply": p.reply, "conversation": p.conversation}) + "\n"
+        for p in pairs))
+    config = PrepareConfig(corpus=str(tmp_path / "p.tsv"), min_count=1, seed=3,
+                           valid_fraction=0.2, test_fraction=0.1)
+    data = prepare_data(config)
+    expected = split_conversations([f"conv{k}" for k in range(300)], 0.2, 0.1, seed=3)
+    owner = {(p.query, p.reply): expected[p.conversation] for p in pairs}
+    for name, split in data.splits.items():
+        assert split and all(owner[pair] == name for pair in split)
+    assert [data.stats[f"conversations_{n}"] for n in ("train", "valid", "test")] == [210, 60, 30]
+    for other in ("p.tsv.gz", "p.jsonl"):
+        again = prepare_data(PrepareConfig(**{**config.__dict__,
+                                              "corpus": str(tmp_path / other)}))
+        assert again.splits == data.splits and again.vocab.to_dict() == data.vocab.to_dict()

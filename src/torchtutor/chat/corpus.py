@@ -1,9 +1,14 @@
 r"""Corpus readers: conversations in, consecutive (query, reply) pairs out.
 
 Formats: Cornell Movie-Dialogs in its original ` +++$+++ ` files (iso-8859-1) or as ConvoKit
-`utterances.jsonl`; the ChatterBot YAML corpus (bundled, the default); and our pair file.
-Every reader keeps each valid pair and counts what it skipped, by reason, in
-`Corpus.skipped`; `load_corpus` fails with one line only when no pair is left.
+`utterances.jsonl`; the ChatterBot YAML corpus (bundled, the default); our pair file, plain or
+gzip'ed; and JSON lines (`{"query": ..., "reply": ...}` or `{"dialog": [...]}` a line, plain
+or gzip'ed). Every reader keeps each valid pair and counts what it skipped, by reason, in
+`skipped`; `load_corpus` fails with one line only when no pair is left.
+
+`open_corpus` streams: pair files and JSON lines are read a line at a time, so a corpus larger
+than memory passes through in bounded memory. Cornell and ConvoKit need a join (line ids to
+texts, utterances to conversations) and hold the one corpus's texts while they read it.
 
 The pair file is UTF-8, one pair a line: `query<TAB>reply[<TAB>conversation]`. Inside a
 field a backslash is written `\\`, a tab `\t`, a newline `\n` and a carriage return `\r`, so
@@ -12,14 +17,18 @@ any other character keeps both characters. Without the third field each line is 
 conversation.
 """
 
+import gzip
 import importlib.resources
 import json
 import os
 import re
 import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 
@@ -52,6 +61,26 @@ class Corpus:
     name: str
     pairs: list[Pair]
     skipped: dict[str, int] = field(default_factory=dict)
+
+
+class PairStream:
+    """A corpus read lazily: iterate it once; `skipped` is complete when the iteration ends."""
+
+    def __init__(self, name: str, read: Callable[[Counter], Iterator[Pair]]):
+        self.name = name
+        self.counts: Counter = Counter()
+        self._read = read
+
+    def __iter__(self) -> Iterator[Pair]:
+        return self._read(self.counts)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return _nonzero(self.counts)
+
+    def to_corpus(self) -> Corpus:
+        pairs = list(self)
+        return Corpus(self.name, pairs, self.skipped)
 
 
 def _consecutive_pairs(conversation: str, texts: list[str | None], pairs: list[Pair],
@@ -107,8 +136,14 @@ def _decode_cornell(raw: bytes) -> str:
 
 def read_cornell(folder: str | os.PathLike) -> Corpus:
     """`movie_lines.txt` + `movie_conversations.txt`: fields split on ` +++$+++ `, latin-1."""
-    folder = Path(folder)
-    skipped: Counter = Counter()
+    return _cornell_stream(Path(folder)).to_corpus()
+
+
+def _cornell_stream(folder: Path) -> PairStream:
+    return PairStream(f"cornell:{folder}", lambda skipped: _cornell_pairs(folder, skipped))
+
+
+def _cornell_pairs(folder: Path, skipped: Counter) -> Iterator[Pair]:
     raw = _read_bytes(folder / "movie_lines.txt", "Cornell lines file")
     skipped["empty_files"] += not raw
     # One list comprehension per step: this file has a quarter of a million lines.
@@ -119,12 +154,12 @@ def read_cornell(folder: str | os.PathLike) -> Corpus:
     texts = {row[0]: row[4].strip() for row in good}
     skipped["duplicate_line_ids"] += len(good) - len(texts)
 
-    pairs: list[Pair] = []
     raw = _read_bytes(folder / "movie_conversations.txt", "Cornell conversations file")
     skipped["empty_files"] += not raw
     rows = [line.split(_SEP) for line in _lines(_decode_cornell(raw))]
     good = [row for row in rows if len(row) == 4]
     _count_bad_rows(rows, len(good), skipped, "conversations_with_wrong_field_count")
+    del rows
     get = texts.get
     for row in good:
         ids = _LINE_IDS.findall(row[3])
@@ -135,8 +170,9 @@ def read_cornell(folder: str | os.PathLike) -> Corpus:
         skipped["missing_line_ids"] += found.count(None)
         # ConvoKit names a conversation by its first line; do the same so both formats split
         # alike.
+        pairs: list[Pair] = []
         _consecutive_pairs(ids[0], found, pairs, skipped)
-    return Corpus(f"cornell:{folder}", pairs, _nonzero(skipped))
+        yield from pairs
 
 
 # --- Cornell, ConvoKit format ---------------------------------------------------------------
@@ -164,18 +200,7 @@ def read_convokit(path: str | os.PathLike) -> Corpus:
     seen: set[str] = set()
     raw = _read_bytes(path, "ConvoKit utterances file")
     skipped["empty_files"] += not raw
-    for line in _lines(raw):
-        if not line.strip():
-            skipped["blank_lines"] += 1
-            continue
-        try:
-            utt = json.loads(line)
-        except UnicodeDecodeError:
-            skipped["undecodable_lines"] += 1
-            continue
-        except ValueError:
-            skipped["lines_not_json"] += 1
-            continue
+    for _, utt in _json_records(enumerate(_lines(raw), 1), skipped):
         if not (isinstance(utt, dict) and isinstance(utt.get("id"), str)
                 and isinstance(utt.get("conversation_id"), str)
                 and isinstance(utt.get("text"), str)):
@@ -192,6 +217,24 @@ def read_convokit(path: str | os.PathLike) -> Corpus:
         utts.sort(key=_utterance_order)
         _consecutive_pairs(conv_id, [u["text"].strip() for u in utts], pairs, skipped)
     return Corpus(f"convokit:{path}", pairs, _nonzero(skipped))
+
+
+def _json_records(lines: Iterable[tuple[int, bytes]], skipped: Counter,
+                  ) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) of each line that is JSON; the others are counted."""
+    for number, line in lines:
+        if not line.strip():
+            skipped["blank_lines"] += 1
+            continue
+        try:
+            record = json.loads(line)
+        except UnicodeDecodeError:
+            skipped["undecodable_lines"] += 1
+            continue
+        except ValueError:
+            skipped["lines_not_json"] += 1
+            continue
+        yield number, record
 
 
 # --- ChatterBot YAML ------------------------------------------------------------------------
@@ -267,26 +310,55 @@ def write_pairs_file(path: str | os.PathLike, pairs, with_conversation: bool = F
 
 
 def read_pairs_file(path: str | os.PathLike) -> Corpus:
-    """Read a pair file (see the module doc); bad lines are skipped and counted."""
-    path = Path(path)
-    raw = _read_bytes(path, "pair file")
-    skipped: Counter = Counter()
+    """Read a pair file (see the module doc), plain or gzip'ed; bad lines are skipped and
+    counted."""
+    return pairs_file_stream(Path(path)).to_corpus()
+
+
+def pairs_file_stream(path: Path) -> PairStream:
+    return PairStream(f"pairs:{path}", lambda skipped: _pairs_file_pairs(path, skipped))
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_lines(path: Path, what: str) -> BinaryIO:
+    """The file for reading bytes, through gzip when it starts with gzip's magic number."""
     try:
-        lines = raw.decode("utf-8").split("\n")
-    except UnicodeDecodeError:
-        lines = []
-        for chunk in raw.split(b"\n"):
-            try:
-                lines.append(chunk.decode("utf-8"))
-            except UnicodeDecodeError:
-                skipped["undecodable_lines"] += 1
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
-    if lines and lines[-1] == "":
-        lines.pop()   # the final newline ends the last line
-    skipped["empty_files"] += not raw
-    pairs: list[Pair] = []
-    for number, line in enumerate(lines, 1):
+        f = open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if f.read(2) == _GZIP_MAGIC:
+        f.seek(0)
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    f.seek(0)
+    return f
+
+
+def _numbered_lines(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes without the LF) of a plain or gzip'ed file, one at a time."""
+    number = 0
+    try:
+        with _open_lines(path, what) as f:
+            for number, line in enumerate(f, 1):  # noqa: B007 (read after the loop)
+                yield number, line[:-1] if line.endswith(b"\n") else line
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"cannot read {what} {path} after line {number}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+    skipped["empty_files"] += number == 0
+
+
+def _pairs_file_pairs(path: Path, skipped: Counter) -> Iterator[Pair]:
+    for number, raw in _numbered_lines(path, "pair file", skipped):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped["undecodable_lines"] += 1
+            continue
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
         if line.endswith("\r"):
             line = line[:-1]   # a CRLF file; a real carriage return would be escaped
         if not line.strip():
@@ -299,10 +371,51 @@ def read_pairs_file(path: str | os.PathLike) -> Corpus:
         query, reply = unescape_field(fields[0]), unescape_field(fields[1])
         conversation = unescape_field(fields[2]) if len(fields) == 3 else f"line{number}"
         if query.strip() and reply.strip():
-            pairs.append(Pair(query, reply, conversation))
+            yield Pair(query, reply, conversation)
         else:
             skipped["pairs_with_empty_side"] += 1
-    return Corpus(f"pairs:{path}", pairs, _nonzero(skipped))
+
+
+# --- JSON lines -----------------------------------------------------------------------------
+
+def jsonl_stream(path: Path) -> PairStream:
+    """`{"query": q, "reply": r}` (optional "conversation") or `{"dialog": [t1, t2, ...]}`
+    (optional "id") a line, plain or gzip'ed. A line without an id is its own conversation."""
+    return PairStream(f"jsonl:{path}", lambda skipped: _jsonl_pairs(path, skipped))
+
+
+def _jsonl_pairs(path: Path, skipped: Counter) -> Iterator[Pair]:
+    for number, record in _json_records(_numbered_lines(path, "JSON lines file", skipped),
+                                        skipped):
+        dialog = record.get("dialog") if isinstance(record, dict) else None
+        if isinstance(dialog, list) and all(isinstance(t, str) for t in dialog):
+            conversation = str(record.get("id", f"line{number}"))
+            texts: list[str | None] = [t.strip() for t in dialog]
+        elif (isinstance(record, dict) and isinstance(record.get("query"), str)
+              and isinstance(record.get("reply"), str)):
+            conversation = str(record.get("conversation", f"line{number}"))
+            texts = [record["query"].strip(), record["reply"].strip()]
+        else:
+            skipped["lines_with_wrong_fields"] += 1
+            continue
+        pairs: list[Pair] = []
+        _consecutive_pairs(conversation, texts, pairs, skipped)
+        yield from pairs
+
+
+def _is_convokit(path: Path) -> bool:
+    """Whether a .jsonl file holds ConvoKit utterances (its first JSON object says so)."""
+    try:
+        with _open_lines(path, "JSON lines file") as f:
+            for _, line in zip(range(100), f, strict=False):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                return isinstance(record, dict) and "conversation_id" in record
+    except (OSError, EOFError, zlib.error):
+        return False
+    return False
 
 
 # --- the Cornell download -------------------------------------------------------------------
@@ -358,28 +471,67 @@ def _find_convokit(folder: Path) -> Path | None:
     return None
 
 
-def read_any(path: str | os.PathLike) -> Corpus:
-    """Read a path in whichever supported format it holds (see `load_corpus`)."""
+def _whole(name: str, read: Callable[[], Corpus]) -> PairStream:
+    """A reader that needs the whole corpus (a join) as a stream."""
+    def pairs(skipped: Counter) -> Iterator[Pair]:
+        corpus = read()
+        skipped.update(corpus.skipped)
+        yield from corpus.pairs
+    return PairStream(name, pairs)
+
+
+def _is_jsonl(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+
+
+def stream_any(path: str | os.PathLike) -> PairStream:
+    """A path in whichever supported format it holds, as a stream (see `open_corpus`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"corpus {path} not found: give 'chatterbot', 'cornell', a Cornell "
-                        "folder, a ConvoKit utterances.jsonl, a ChatterBot .yml or a pair file")
+                        "folder, a ConvoKit utterances.jsonl, a ChatterBot .yml, a JSON lines "
+                        "file or a pair file (either may be gzip'ed)")
     if path.is_dir():
         if (found := _find_cornell(path)) is not None:
-            return read_cornell(found)
+            return _cornell_stream(found)
         if (found := _find_convokit(path)) is not None:
-            return read_convokit(found)
+            return _whole(f"convokit:{found}", lambda: read_convokit(found))
         if any(path.glob("*.yml")) or any(path.glob("*.yaml")):
-            return read_chatterbot(path)
+            return _whole(f"chatterbot:{path}", lambda: read_chatterbot(path))
         raise UserError(f"{path} holds no corpus: expected movie_lines.txt and "
                         "movie_conversations.txt, utterances.jsonl, or ChatterBot .yml files")
     if path.suffix == ".zip":
-        return read_cornell(extract_cornell_zip(path))
-    if path.suffix == ".jsonl":
-        return read_convokit(path)
+        return _whole(f"cornell:{path}", lambda: read_cornell(extract_cornell_zip(path)))
+    if _is_jsonl(path):
+        if _is_convokit(path):
+            return _whole(f"convokit:{path}", lambda: read_convokit(path))
+        return jsonl_stream(path)
     if path.suffix in (".yml", ".yaml"):
-        return read_chatterbot(path)
-    return read_pairs_file(path)
+        return _whole(f"chatterbot:{path}", lambda: read_chatterbot(path))
+    return pairs_file_stream(path)
+
+
+def read_any(path: str | os.PathLike) -> Corpus:
+    """Read a path in whichever supported format it holds (see `load_corpus`)."""
+    return stream_any(path).to_corpus()
+
+
+def open_corpus(spec: str) -> PairStream:
+    """'chatterbot' (bundled), 'cornell' (downloaded, cached) or a PATH, as a stream of
+    raw-text pairs. Reading starts when it is iterated."""
+    if spec == "chatterbot":
+        return _whole("chatterbot", lambda: read_chatterbot(chatterbot_english_dir()))
+    if spec == "cornell":
+        return _whole("cornell", lambda: read_cornell(fetch_cornell()))
+    return stream_any(spec)
+
+
+def nothing_usable(spec: str, skipped: dict[str, int]) -> UserError:
+    """The one-line error for a corpus that gave no pair at all."""
+    return UserError(f"no usable (query, reply) pairs in {spec}"
+                     + (f" (skipped: {describe_skipped(skipped)})" if skipped
+                        else " (it is empty)"))
 
 
 def load_corpus(spec: str) -> Corpus:
@@ -387,18 +539,9 @@ def load_corpus(spec: str) -> Corpus:
 
     Raises UserError, with the skip counts, when the corpus yields no pair at all.
     """
-    if spec == "chatterbot":
-        corpus = read_chatterbot(chatterbot_english_dir())
-        corpus.name = "chatterbot"
-    elif spec == "cornell":
-        corpus = read_cornell(fetch_cornell())
-        corpus.name = "cornell"
-    else:
-        corpus = read_any(spec)
+    corpus = open_corpus(spec).to_corpus()
     if not corpus.pairs:
-        raise UserError(f"no usable (query, reply) pairs in {spec}"
-                        + (f" (skipped: {describe_skipped(corpus.skipped)})"
-                           if corpus.skipped else " (it is empty)"))
+        raise nothing_usable(spec, corpus.skipped)
     return corpus
 
 
