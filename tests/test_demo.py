@@ -18,7 +18,9 @@ def test_demo_trains_answers_and_reuses_its_run(tmp_path, monkeypatch, capsys):
     replies = [line for line in first.splitlines() if line.startswith("Bot: ")]
     assert len(replies) == len(demo.QUESTIONS)
     marker = json.loads((out / demo.MARKER).read_text())
-    assert marker["complete"] and marker["steps"] >= 1
+    # the chatbot, then its backward model for the default (MMI) decoder
+    assert marker["complete"] and len(marker["steps"]) == 2 and min(marker["steps"]) >= 1
+    assert (out / "backward" / "last.pt").is_file()
 
     # A finished run is reused: no training, same replies.
     assert cli.main(argv) == 0

@@ -112,19 +112,52 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding")
-    g.add_argument("--decoder", choices=["greedy", "beam", "sample"], default="greedy")
-    g.add_argument("--beam-size", type=_positive_int, default=5)
-    g.add_argument("--length-penalty", type=float, default=1.0,
-                   help="beam scores are divided by length**this (0 turns it off)")
-    g.add_argument("--n-best", type=_positive_int, default=1,
-                   help="how many beam hypotheses to show")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest (0: all)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
-    g.add_argument("--no-repeat-ngram", type=int, default=0,
-                   help="never repeat an n-gram of this size in a reply (0: off)")
-    g.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    # Every default is None: unset options take the default decoder's values (chat.decode
+    # BEST_DECODING for a run with a backward model, else plain greedy), shown in the help.
+    from torchtutor.chat.decode import BEST_DECODING as best
+
+    g = p.add_argument_group(
+        "decoding", "Default: beam search's hypotheses plus sampled replies, reranked by "
+        "mutual information with the input (--rerank mmi) when the run has a backward model, "
+        "else greedy. Naming only --decoder gives that plain decoder.")
+    g.add_argument("--decoder", choices=["greedy", "beam", "sample"], default=None,
+                   help=f"how replies are searched (default: {best.method} + mmi, or greedy)")
+    g.add_argument("--rerank", choices=["none", "mmi"], default=None,
+                   help="rerank the decoder's hypotheses and --candidates sampled replies by "
+                        "log p(r|q) + MMI_WEIGHT * log p(q|r) + LENGTH_BONUS * |r| "
+                        "(default: mmi with a backward model, else none)")
+    g.add_argument("--mmi-weight", type=float, default=None, metavar="LAMBDA",
+                   help=f"weight of the backward model's log p(query|reply) "
+                        f"(default: {best.mmi_weight})")
+    g.add_argument("--length-bonus", type=float, default=None, metavar="GAMMA",
+                   help=f"added to the MMI score per reply word (default: {best.length_bonus})")
+    g.add_argument("--candidates", type=int, default=None, metavar="N",
+                   help=f"sampled replies added to the candidates reranked "
+                        f"(default: {best.candidates})")
+    g.add_argument("--beam-size", type=int, default=None,
+                   help=f"hypotheses beam search keeps (default: {best.beam_size} with mmi, "
+                        "else 5)")
+    g.add_argument("--length-penalty", type=float, default=None,
+                   help="beam scores are divided by length**this, 0 turns it off "
+                        "(default: 1.0)")
+    g.add_argument("--n-best", type=int, default=None,
+                   help="how many ranked replies to show (default: 1)")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (default: 1.0)")
+    g.add_argument("--top-k", type=int, default=None,
+                   help="sample from the k likeliest words, 0: all (default: 0)")
+    g.add_argument("--top-p", type=float, default=None,
+                   help=f"nucleus sampling mass (default: {best.top_p} with mmi, else 1.0)")
+    g.add_argument("--no-repeat-ngram", type=int, default=None,
+                   help="never repeat an n-gram of this size in a reply, 0: off (default: 0)")
+    g.add_argument("--min-length", type=int, default=None, metavar="WORDS",
+                   help="no reply shorter than this many words where the model can help it "
+                        "(default: 0)")
+    g.add_argument("--repetition-penalty", type=float, default=None,
+                   help="a word already in the reply is this many times less likely to be "
+                        "chosen again, 1: off (default: 1.0)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed for sampling (default: 0 with mmi, else a fresh one each run)")
 
 
 def _int8(p: argparse.ArgumentParser) -> None:
@@ -185,6 +218,14 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR exactly")
+    p.add_argument("--direction", choices=["forward", "backward"], default="forward",
+                   help="forward: query -> reply (the chatbot); backward: reply -> query, "
+                        "trained alone into RUN_DIR/backward on the same splits "
+                        "(default: %(default)s)")
+    p.add_argument("--backward", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the chatbot, train its backward model into RUN_DIR/backward "
+                        "for MMI reranking (default: on for the default recipe, off for "
+                        "the tutorial's)")
     _device(p)
     _handler(p, "torchtutor.chat.train:main")
 

@@ -51,46 +51,51 @@ def is_complete(out: Path) -> bool:
 
 
 def train_demo(config: DemoConfig) -> None:
-    """Train (or finish training) the demo run in `config.out`."""
+    """Train (or finish training) the demo run in `config.out`: the chatbot, then its backward
+    model (reply -> query) for the default decoder's MMI reranking, each with half the budget."""
     from torchtutor.chat.prepare import PrepareConfig
     from torchtutor.chat.run_dir import LAST
-    from torchtutor.chat.train import TrainConfig, train
+    from torchtutor.chat.train import TrainConfig, backward_config, train
 
     out = Path(config.out)
     budget = config.time_budget if config.time_budget is not None else DEFAULT_TIME_BUDGET
     if budget <= 0:
         raise UserError("--time-budget must be positive")
-    resume = (out / LAST).exists()
-    train_config = TrainConfig(out=str(out), time_budget=budget, device=config.device, **TRAIN)
-    print(("Resuming" if resume else "Training") + " a chatbot on the bundled ChatterBot "
-          f"corpus (at most {budget / 60:.1f} minutes of training; {TRAIN['steps']} steps).",
-          flush=True)
-    try:
-        result = train(train_config, dict(MODEL), PrepareConfig(**DATA), resume=resume)
-    except UserError as exc:
-        if resume:
-            raise UserError(f"{exc} (delete {out} to train the demo afresh)") from None
-        raise
+    forward = TrainConfig(out=str(out), time_budget=budget / 2, device=config.device, **TRAIN)
+    print(("Resuming" if (out / LAST).exists() else "Training") + " a chatbot on the bundled "
+          f"ChatterBot corpus, then its backward model (at most {budget / 60:.1f} minutes of "
+          f"training; {TRAIN['steps']} steps each).", flush=True)
+    results = []
+    for train_config in (forward, backward_config(forward)):
+        resume = (Path(train_config.out) / LAST).exists()
+        try:
+            results.append(train(train_config, dict(MODEL), PrepareConfig(**DATA),
+                                 resume=resume))
+        except UserError as exc:
+            if resume:
+                raise UserError(f"{exc} (delete {out} to train the demo afresh)") from None
+            raise
+    seconds = sum(r.train_seconds for r in results)
     atomic_write_text(out / MARKER, json.dumps({
-        "complete": True, "steps": result.steps, "train_seconds": round(result.train_seconds, 1),
+        "complete": True, "steps": [r.steps for r in results], "train_seconds": round(seconds, 1),
         "data": DATA, "model": MODEL, "train": {**TRAIN, "time_budget": budget}}, indent=2))
-    print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s; run folder {out}.",
-          flush=True)
+    print(f"Trained {' + '.join(str(r.steps) for r in results)} steps in {seconds:.0f} s; "
+          f"run folder {out}.", flush=True)
 
 
 def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
-    from torchtutor.chat.decode import DecodeOptions, reply_batch
+    from torchtutor.chat.decode import default_options, reply_batch
     from torchtutor.chat.talk import format_reply
 
-    for question, reply in zip(questions, reply_batch(bot, questions, DecodeOptions()),
-                               strict=True):
+    options = default_options(bot.backward is not None)
+    for question, reply in zip(questions, reply_batch(bot, questions, options), strict=True):
         print(f"> {question}")
         for line in format_reply(reply, bot.vocab.has_unk):
             print(line)
 
 
 def run_demo(config: DemoConfig, interactive: bool) -> None:
-    from torchtutor.chat.decode import DecodeOptions
+    from torchtutor.chat.decode import default_options
     from torchtutor.chat.run_dir import load_trained
     from torchtutor.chat.talk import talk
     from torchtutor.runtime.device import resolve_device
@@ -104,7 +109,7 @@ def run_demo(config: DemoConfig, interactive: bool) -> None:
     bot = load_trained(out, device)
     if interactive:
         print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
-        talk(bot, DecodeOptions())
+        talk(bot, default_options(bot.backward is not None))
     else:
         answer_questions(bot)
 

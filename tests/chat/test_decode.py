@@ -18,11 +18,11 @@ from tests.chat.inference_helpers import (
 from torchtutor.chat.decode import (
     DecodeOptions,
     beam_search,
-    detokenize,
     greedy_search,
     prepare_input,
     reply_batch,
 )
+from torchtutor.chat.display import display_text
 from torchtutor.chat.text import normalize
 from torchtutor.chat.vocab import EOS, SOS, UNK
 from torchtutor.runtime.errors import UserError
@@ -39,8 +39,10 @@ def test_greedy_batch_stops_each_sequence_at_its_own_eos():
     bot = echo_bot()
     texts = ["Hello there!", "how are you?", "good bye", "I am fine, thank you."]
     replies = reply_batch(bot, texts, DecodeOptions())
-    assert [r.text for r in replies] == ["hello there!", "how are you?", "good bye",
-                                         "i am fine thank you."]
+    # What a person reads (chat.display); `words` keeps the model's tokens.
+    assert [r.text for r in replies] == ["Hello there!", "How are you?", "Good bye",
+                                         "I am fine thank you."]
+    assert replies[3].words == ["i", "am", "fine", "thank", "you", "."]
     assert [r.words for r in replies][0] == ["hello", "there", "!"]
     for r in replies:
         assert not SPECIAL_NAMES & set(r.words)
@@ -121,12 +123,12 @@ def test_beam_finds_a_likelier_reply_than_greedy():
     greedy = reply_batch(bot, ["hi"], DecodeOptions())[0]
     beam = reply_batch(bot, ["hi"], DecodeOptions(method="beam", beam_size=3,
                                                   length_penalty=0.0, n_best=3))[0]
-    assert greedy.text == "hello" and greedy.score == pytest.approx(math.log(0.5 * 0.3))
-    assert beam.text == "there" and beam.score == pytest.approx(math.log(0.4 * 0.95), abs=1e-5)
+    assert greedy.text == "Hello" and greedy.score == pytest.approx(math.log(0.5 * 0.3))
+    assert beam.text == "There" and beam.score == pytest.approx(math.log(0.4 * 0.95), abs=1e-5)
     assert beam.score > greedy.score
     # n-best: the runners-up, best first, each no better than the winner.
     assert len(beam.alternatives) == 2
-    assert beam.alternatives[0] == ("hello", pytest.approx(math.log(0.15), abs=1e-5))
+    assert beam.alternatives[0] == ("Hello", pytest.approx(math.log(0.15), abs=1e-5))
     assert all(score <= beam.score for _, score in beam.alternatives)
 
 
@@ -141,7 +143,7 @@ def test_beam_is_batched_and_length_penalty_changes_the_ranking():
     long_p = 0.6 * 0.9 * 0.9
     plain = reply_batch(bot, ["x", "y"], DecodeOptions(method="beam", beam_size=4,
                                                        length_penalty=0.0))
-    assert [r.text for r in plain] == ["hello there", "hello there"]
+    assert [r.text for r in plain] == ["Hello there", "Hello there"]
     assert plain[0].score == pytest.approx(math.log(long_p), abs=1e-5)
     # Normalizing by length favours the longer reply even more; a negative penalty flips it.
     flipped = reply_batch(bot, ["x"], DecodeOptions(method="beam", beam_size=4,
@@ -194,10 +196,10 @@ def test_top_k_limits_choices():
     bot = bot_for(ScriptedModel(table), vocab, max_length=4)
     seen = {r.text for r in reply_batch(bot, ["x"] * 200,
                                         DecodeOptions(method="sample", top_k=2, seed=0))}
-    assert seen == {"hello", "there"}
+    assert seen == {"Hello", "There"}
     nucleus = {r.text for r in reply_batch(bot, ["x"] * 200,
                                            DecodeOptions(method="sample", top_p=0.5, seed=0))}
-    assert nucleus == {"hello", "there"}   # 0.3 < 0.5, so the second token is needed too
+    assert nucleus == {"Hello", "There"}   # 0.3 < 0.5, so the second token is needed too
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
@@ -232,7 +234,7 @@ def test_inputs_are_normalized_like_training():
     p = prepare_input(vocab, "  HELLO,   There!!  ", 10)
     assert p.words == normalize("  HELLO,   There!!  ").split(" ")
     assert p.words == ["hello", "there", "!", "!"] and p.unknown_words == []
-    assert detokenize(["hello", "there", "!", "!"]) == "hello there!!"
+    assert display_text(["hello", "there", "!", "!"]) == "Hello there!!"
 
 
 def test_decoding_runs_without_autograd():

@@ -220,7 +220,8 @@ def test_decoder_options_reach_the_decoder(client, replier):
     ({"text": "hi", "top_k": -1}, "top_k", "greater than or equal to 0"),
     ({"text": "hi", "seed": -3}, "seed", "greater than or equal to 0"),
     ({"text": "hi", "decoder": "beam", "beam_size": 2, "n_best": 3}, "n_best",
-     "must not exceed beam_size"),
+     "is more than beam_size (2)"),
+    ({"text": "hi", "rerank": "mmi"}, "rerank", "backward model"),
     ({"text": "hi", "temprature": 0.5}, "temprature", "Extra inputs are not permitted"),
 ])
 def test_bad_requests_get_422_with_a_clear_message(client, replier, payload, field, words):

@@ -31,7 +31,7 @@ def test_talk_answers_until_quit():
     out = io.StringIO()
     assert talk(bot, DecodeOptions(), read, out) == 2
     lines = out.getvalue().splitlines()
-    assert lines == ["Bot: how are you?", "Bot: i am fine thank you."]
+    assert lines == ["Bot: How are you?", "Bot: I am fine thank you."]
     assert prompts == ["> "] * 3
     read, _ = feeder(["  Q  "])
     assert talk(bot, DecodeOptions(), read, io.StringIO()) == 0
@@ -66,8 +66,11 @@ def test_reply_json_lines_in_order_with_scores():
                        batch_size=2) == 4
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["input"] for r in records] == inputs
-    assert [r["reply"] for r in records[:3]] == ["how are you?", "i am fine thank you.",
-                                                 "what is your name?"]
+    assert [r["reply"] for r in records[:3]] == ["How are you?", "I am fine thank you.",
+                                                 "What is your name?"]
+    # --json keeps the model's own tokens beside the display text.
+    assert [r["tokens"] for r in records[:3]] == ["how are you ?", "i am fine thank you .",
+                                                  "what is your name ?"]
     assert all(r["score"] < 0 for r in records[:3])
     assert records[3]["reply"] == "" and records[3]["score"] is None and records[3]["empty"]
 
@@ -88,7 +91,7 @@ def test_reply_json_shows_n_best():
     reply_lines(bot, ["hello there!"], DecodeOptions(method="beam", beam_size=4, n_best=3),
                 True, out, io.StringIO())
     record = json.loads(out.getvalue())
-    assert record["reply"] == "how are you?"
+    assert record["reply"] == "How are you?"
     assert len(record["alternatives"]) == 2
     assert all(a["score"] <= record["score"] for a in record["alternatives"])
 

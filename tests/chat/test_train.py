@@ -184,7 +184,13 @@ def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert (out / rd.LOSS_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out
-    assert "trained 20 steps" in text and "validation loss" in text
+    assert "trained the chatbot 20 steps" in text and "validation loss" in text
+    # The default recipe trains the backward model (reply -> query) next, on the same data.
+    assert "trained the backward model 20 steps" in text
+    back = rd.read_config(out / rd.BACKWARD)
+    assert back["train"]["direction"] == "backward" and back["data"] == rd.read_config(out)["data"]
+    assert (out / rd.BACKWARD / rd.VOCAB).read_text() == (out / rd.VOCAB).read_text()
+    assert load_trained(out, torch.device("cpu")).backward is not None
     rows = rd.read_config(out)
     assert rows["model"]["hidden_size"] == 24 and rows["train"]["steps"] == 20
     metrics = (out / rd.METRICS).read_text().splitlines()

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from torchtutor.chat.decode import detokenize, greedy_search, prepare_input
+from torchtutor.chat.decode import greedy_search, prepare_input
+from torchtutor.chat.display import display_text
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
@@ -78,7 +79,7 @@ def main(args) -> int:
     bot = load_trained(config.run, resolve_device(config.device))
     amap = attention_map(bot, config.text)
     path = plot_attention(amap, config.out)
-    reply = detokenize([w for w in amap.output_words if w != "EOS"])
+    reply = display_text([w for w in amap.output_words if w != "EOS"])
     print(f"> {config.text}\nBot: {reply}")
     print(f"wrote {path}")
     return 0

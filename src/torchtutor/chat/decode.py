@@ -7,11 +7,18 @@ SOS, EOS or UNK because those tokens are never chosen.
 
 A reply's `score` is always the model's log-probability of the words it shows plus EOS, so
 scores of different decoders compare directly. Beam search *ranks* hypotheses by that score
-divided by length ** length_penalty (the hypotheses' token counts, EOS included).
+divided by length ** length_penalty (the hypotheses' token counts, EOS included). With
+`rerank="mmi"` the hypotheses of the chosen decoder, plus `candidates` sampled replies, are
+ranked by mutual information with the input instead (chat.rerank), using the run's backward
+model. `min_length` and `repetition_penalty` steer the search without changing the scores.
+
+A reply's `text` is what a person reads (chat.display: "I'm fine."); `words` keeps the
+model's tokens ("i m fine .").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchtutor.chat import rerank
+from torchtutor.chat.display import display_text
 from torchtutor.chat.int8 import quantize_int8
 from torchtutor.chat.text import normalize, tokenize
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
@@ -26,8 +35,14 @@ from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 
 METHODS = ("greedy", "beam", "sample")
-PUNCTUATION = (".", "!", "?")
+RERANKERS = ("none", "mmi")
 DEFAULT_BATCH = 64   # inputs decoded together; larger lists are split into chunks
+# Bounds that keep a search's memory and arithmetic sane; the server uses the same ones.
+MAX_BEAM = 16
+MAX_CANDIDATES = 64
+MAX_NO_REPEAT = 10
+MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -41,36 +56,114 @@ class DecodeOptions:
     top_p: float = 1.0
     no_repeat_ngram: int = 0
     seed: int | None = None
+    rerank: str = "none"               # none | mmi (needs the run's backward model)
+    mmi_weight: float = 1.0            # lambda: weight of log p(query | reply)
+    length_bonus: float = 0.0          # gamma: added per reply word
+    candidates: int = 0                # sampled replies added to the decoder's hypotheses
+    min_length: int = 0                # no EOS before this many words
+    repetition_penalty: float = 1.0    # a word already in the reply is this many times less
+                                       # likely to be chosen again (1: off)
 
     def check(self) -> None:
-        """One-line UserError for options that make no sense."""
+        """One-line UserError for options that make no sense or would not finish."""
         if self.method not in METHODS:
             raise UserError(f"unknown decoder {self.method!r}; use one of {', '.join(METHODS)}")
-        if self.beam_size < 1 or self.n_best < 1:
-            raise UserError("--beam-size and --n-best must be at least 1")
-        if self.method == "beam" and self.n_best > self.beam_size:
-            raise UserError(f"--n-best {self.n_best} is more than --beam-size {self.beam_size}")
-        if not self.temperature > 0 or not math.isfinite(self.temperature):
-            raise UserError(f"--temperature must be a positive number, not {self.temperature}")
-        if self.top_k < 0:
-            raise UserError(f"--top-k must be 0 (off) or positive, not {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
+        if self.rerank not in RERANKERS:
+            raise UserError(f"unknown reranker {self.rerank!r}; use one of "
+                            f"{', '.join(RERANKERS)}")
+        _check_int("--beam-size", self.beam_size, 1, MAX_BEAM)
+        _check_int("--n-best", self.n_best, 1, MAX_BEAM + MAX_CANDIDATES)
+        _check_int("--candidates", self.candidates, 0, MAX_CANDIDATES)
+        _check_int("--min-length", self.min_length, 0, 1000)
+        _check_int("--top-k", self.top_k, 0, 10**9)
+        _check_int("--no-repeat-ngram", self.no_repeat_ngram, 0, MAX_NO_REPEAT)
+        if self.seed is not None:
+            _check_int("--seed", self.seed, 0, MAX_SEED)
+        pool = self.beam_size if self.method == "beam" else 1
+        if self.rerank == "mmi":
+            pool = (0 if self.method == "sample" else pool) + self.candidates
+            if pool < 1:
+                raise UserError("--decoder sample with --rerank mmi needs --candidates 1 or more")
+        if self.n_best > pool:
+            what = "--beam-size" if self.rerank == "none" else "the candidates reranked"
+            raise UserError(f"--n-best {self.n_best} is more than {what} ({pool})")
+        _check_float("--temperature", self.temperature, 0.0, MAX_TEMPERATURE)
+        if self.temperature == 0:
+            raise UserError("--temperature must be above 0 (use --decoder greedy for the "
+                            "likeliest word)")
+        _check_float("--length-penalty", self.length_penalty, -10.0, 10.0)
+        _check_float("--mmi-weight", self.mmi_weight, -10.0, 10.0)
+        _check_float("--length-bonus", self.length_bonus, -10.0, 10.0)
+        _check_float("--repetition-penalty", self.repetition_penalty, 1.0, 100.0)
+        if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
             raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.no_repeat_ngram < 0:
-            raise UserError(f"--no-repeat-ngram must be 0 (off) or positive, "
-                            f"not {self.no_repeat_ngram}")
-        if not math.isfinite(self.length_penalty):
-            raise UserError("--length-penalty must be a finite number")
 
 
-def options_from_args(args: Any) -> DecodeOptions:
-    """DecodeOptions from the command line's decoding group (cli.py `_decoder_options`)."""
-    options = DecodeOptions(method=args.decoder, beam_size=args.beam_size,
-                            length_penalty=args.length_penalty, n_best=args.n_best,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            no_repeat_ngram=args.no_repeat_ngram, seed=args.seed)
+def _check_int(flag: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{flag} must be a whole number from {low} to {high}, not {value}")
+
+
+def _check_float(flag: str, value: Any, low: float, high: float) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not low <= value <= high):
+        raise UserError(f"{flag} must be a number from {low:g} to {high:g}, not {value}")
+
+
+# What `talk`, `reply`, `evaluate` and `serve` use when no decoding flag says otherwise, for a
+# run with a backward model: beam search's hypotheses plus sampled replies, reranked by MMI.
+# Chosen on the Cornell *validation* split (bench/chat_quality.py, bench/RESULTS.md). Seeded,
+# so the same message in the same batch gets the same reply (`--seed` varies it).
+BEST_DECODING = DecodeOptions(method="beam", beam_size=10, rerank="mmi", mmi_weight=1.0,
+                              length_bonus=0.0, candidates=8, top_p=0.9, seed=0)
+# A run without a backward model (trained with --no-backward, or before it existed).
+PLAIN_DECODING = DecodeOptions()
+
+
+def default_options(has_backward: bool) -> DecodeOptions:
+    return BEST_DECODING if has_backward else PLAIN_DECODING
+
+
+def options_from_args(args: Any, has_backward: bool = False) -> DecodeOptions:
+    """DecodeOptions from the command line's decoding group (cli.py `_decoder_options`).
+
+    Flags left unset (None) keep the default decoder's values; naming only `--decoder`
+    gives that plain decoder (`--decoder greedy` is the notes' greedy search, no reranking).
+    """
+    given = {name: getattr(args, flag) for flag, name in OPTION_FLAGS.items()
+             if getattr(args, flag, None) is not None}
+    return resolve_options(given, has_backward)
+
+
+def resolve_options(given: dict[str, Any], has_backward: bool,
+                    defaults: DecodeOptions | None = None) -> DecodeOptions:
+    """`defaults` (else the default decoder for the run) with the `given` fields on top,
+    checked. A decoder named without a reranker is that decoder alone."""
+    given = dict(given)
+    if defaults is None:
+        defaults = default_options(has_backward)
+        if "method" in given and "rerank" not in given:
+            defaults = PLAIN_DECODING
+        elif given.get("rerank") == "mmi" and "method" not in given:
+            defaults = dataclasses.replace(defaults, method=BEST_DECODING.method)
+    elif "method" in given and "rerank" not in given:
+        given["rerank"] = "none"
+    options = dataclasses.replace(defaults, **given)
     options.check()
+    if options.rerank == "mmi" and not has_backward:
+        raise UserError("--rerank mmi needs the run's backward model (RUN_DIR/backward); "
+                        "train one with `chat train --direction backward --out RUN_DIR`")
     return options
+
+
+# Command-line attribute -> DecodeOptions field (the flags follow the CLI's words).
+OPTION_FLAGS = {"decoder": "method", "beam_size": "beam_size",
+                "length_penalty": "length_penalty", "n_best": "n_best",
+                "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+                "no_repeat_ngram": "no_repeat_ngram", "seed": "seed", "rerank": "rerank",
+                "mmi_weight": "mmi_weight", "length_bonus": "length_bonus",
+                "candidates": "candidates", "min_length": "min_length",
+                "repetition_penalty": "repetition_penalty"}
 
 
 # Checked int8 greedy search (the CPU default). At batch 1 a step is bound by reading the
@@ -117,7 +210,7 @@ class Reply:
     unknown_words: list[str]
     truncated: bool
     empty: bool
-    alternatives: list[tuple[str, float]]   # beam's next best (text, score), ranks 2..n_best
+    alternatives: list[tuple[str, float]]   # the next best (text, score), ranks 2..n_best
     words: list[str] = field(default_factory=list)   # the reply's tokens, as in the vocabulary
 
 
@@ -157,23 +250,13 @@ def prepare_input(vocab: Any, text: str, max_length: int) -> PreparedInput:
                          truncated=truncated)
 
 
-def detokenize(words: list[str]) -> str:
-    """'hello .' -> 'hello.': the normalizer split punctuation off; join it back for display."""
-    out = ""
-    for word in words:
-        if out and word not in PUNCTUATION:
-            out += " "
-        out += word
-    return out
-
-
 def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None,
                 batch_size: int = DEFAULT_BATCH) -> list[Reply]:
     """Replies to `texts`, in order. `bot` is a TrainedChatbot (model, vocab, max_length)."""
     options = options or DecodeOptions()
     options.check()
     generator = None
-    if options.method == "sample":
+    if options.method == "sample" or (options.rerank == "mmi" and options.candidates):
         generator = torch.Generator(device=_device_of(bot.model))
         if options.seed is not None:
             generator.manual_seed(options.seed)
@@ -191,8 +274,8 @@ def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None
         hypotheses = _decode_chunk(bot, [prepared[i].ids for i in chunk], options, generator)
         for i, ranked in zip(chunk, hypotheses, strict=True):
             words, score = ranked[0]
-            alternatives = [(detokenize(w), s) for w, s in ranked[1:options.n_best]]
-            replies[i] = Reply(text=detokenize(words), score=score,
+            alternatives = [(display_text(w), s) for w, s in ranked[1:options.n_best]]
+            replies[i] = Reply(text=display_text(words), score=score,
                                unknown_words=prepared[i].unknown_words,
                                truncated=prepared[i].truncated, empty=False,
                                alternatives=alternatives, words=words)
@@ -256,7 +339,9 @@ def _block_repeats(log_probs: Tensor, histories: list[list[int]], n: int) -> Ten
 
 def _filter_for_sampling(log_probs: Tensor, options: DecodeOptions) -> Tensor:
     """Temperature, then top-k, then top-p (nucleus) on (B, V) log-probs -> logits to sample."""
-    logits = log_probs / options.temperature
+    # Shift the best to 0 first: a tiny temperature then sends the others to -inf, not all
+    # of them (the best included) to -inf, which would leave nothing to sample.
+    logits = (log_probs - log_probs.amax(dim=-1, keepdim=True)) / options.temperature
     if options.top_k > 0 and options.top_k < logits.size(-1):
         # Exactly k tokens, even when probabilities tie at the k-th place.
         top = logits.topk(options.top_k, dim=-1)
@@ -266,6 +351,7 @@ def _filter_for_sampling(log_probs: Tensor, options: DecodeOptions) -> Tensor:
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         # Drop a token when the mass before it already reaches top_p; the top token stays.
         drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= options.top_p
+        drop_sorted[..., 0] = False   # a top_p below float32's resolution still keeps one
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -275,28 +361,80 @@ def _decode_chunk(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
                   generator: torch.Generator | None) -> list[list[tuple[list[str], float]]]:
     """Ranked (words, score) hypotheses for each input of one chunk."""
     with torch.inference_mode():
-        if options.method == "beam" and options.beam_size > 1:
-            found = beam_search(bot.model, id_lists, bot.max_length, options.beam_size,
-                                options.length_penalty, options.no_repeat_ngram,
-                                bot.vocab.has_unk)
-        elif options.method == "greedy" and getattr(bot, "draft", None) is not None:
-            tokens, scores = checked_greedy(bot.model, bot.draft, id_lists, bot.max_length,
-                                            options.no_repeat_ngram, bot.vocab.has_unk)
-            found = [[(t, s)] for t, s in zip(tokens, scores, strict=True)]
+        if options.rerank == "mmi":
+            found = rerank.mmi_rerank(bot.backward, id_lists,
+                                      candidates(bot, id_lists, options, generator),
+                                      options.mmi_weight, options.length_bonus)
         else:
-            tokens, scores, _ = greedy_search(bot.model, id_lists, bot.max_length,
-                                              options.no_repeat_ngram, bot.vocab.has_unk,
-                                              options if options.method == "sample" else None,
-                                              generator)
-            found = [[(t, s)] for t, s in zip(tokens, scores, strict=True)]
+            found = _search(bot, id_lists, options, generator)
     return [[(bot.vocab.decode(ids), score) for ids, score in ranked] for ranked in found]
+
+
+def candidates(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
+               generator: torch.Generator | None) -> list[list[tuple[list[int], float]]]:
+    """What `--rerank mmi` chooses from, per input: the decoder's hypotheses (none for
+    `sample`) and `options.candidates` sampled replies, repeats and empty replies removed."""
+    searched = [] if options.method == "sample" else [_search(bot, id_lists, options, generator)]
+    sampled = [_sample(bot, id_lists, options, generator)] if options.candidates else []
+    return rerank.pool(*searched, *sampled, min_length=options.min_length)
+
+
+def _steered(options: DecodeOptions) -> bool:
+    return options.min_length > 0 or options.repetition_penalty != 1.0
+
+
+def _search(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
+            generator: torch.Generator | None) -> list[list[tuple[list[int], float]]]:
+    """The chosen decoder's ranked (token ids, log-prob) hypotheses for each input."""
+    if options.method == "beam" and options.beam_size > 1:
+        return beam_search(bot.model, id_lists, bot.max_length, options.beam_size,
+                           options.length_penalty, options.no_repeat_ngram, bot.vocab.has_unk,
+                           min_length=options.min_length,
+                           repetition_penalty=options.repetition_penalty)
+    if (options.method == "greedy" and getattr(bot, "draft", None) is not None
+            and not _steered(options)):
+        tokens, scores = checked_greedy(bot.model, bot.draft, id_lists, bot.max_length,
+                                        options.no_repeat_ngram, bot.vocab.has_unk)
+    else:
+        tokens, scores, _ = greedy_search(bot.model, id_lists, bot.max_length,
+                                          options.no_repeat_ngram, bot.vocab.has_unk,
+                                          options if options.method == "sample" else None,
+                                          generator, min_length=options.min_length,
+                                          repetition_penalty=options.repetition_penalty)
+    return [[(t, s)] for t, s in zip(tokens, scores, strict=True)]
+
+
+def _sample(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
+            generator: torch.Generator | None) -> list[list[tuple[list[int], float]]]:
+    """`options.candidates` sampled replies per input, all rows decoded as one batch."""
+    n = options.candidates
+    repeated = [ids for ids in id_lists for _ in range(n)]
+    tokens, scores, _ = greedy_search(bot.model, repeated, bot.max_length,
+                                      options.no_repeat_ngram, bot.vocab.has_unk, options,
+                                      generator, min_length=options.min_length,
+                                      repetition_penalty=options.repetition_penalty)
+    found = list(zip(tokens, scores, strict=True))
+    return [found[i * n:(i + 1) * n] for i in range(len(id_lists))]
+
+
+def _steer(log_probs: Tensor, step: int, min_length: int, penalty: float,
+           seen: Tensor | None) -> Tensor:
+    """The log-probs a search chooses from (its scores stay the model's): no EOS before
+    `min_length` words; words already said (`seen`, (B, V) bool) `penalty` times less likely."""
+    if step < min_length and log_probs.size(-1) > UNK + 1:  # some word to say instead
+        log_probs = log_probs.clone()
+        log_probs[:, EOS] = float("-inf")
+    if seen is not None:
+        log_probs = log_probs - math.log(penalty) * seen
+    return log_probs
 
 
 def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
                   no_repeat_ngram: int = 0, has_unk: bool = True,
                   sampling: DecodeOptions | None = None,
                   generator: torch.Generator | None = None, keep_attention: bool = False,
-                  margins: list[float] | None = None,
+                  margins: list[float] | None = None, min_length: int = 0,
+                  repetition_penalty: float = 1.0,
                   ) -> tuple[list[list[int]], list[float], list[Tensor] | None]:
     """Greedy (or, with `sampling`, sampled) replies for a batch of encoded inputs.
 
@@ -304,6 +442,7 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     `max_length` steps), its log-probability, and with `keep_attention` each row's attention
     weights (reply steps, input positions). A `margins` list is filled with each row's
     smallest gap between the best and second-best log-prob over its reply's steps.
+    `min_length` and `repetition_penalty` change what is chosen, never the scores (`_steer`).
     """
     encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
     batch = len(id_lists)
@@ -315,23 +454,32 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     step_log_probs: list[Tensor] = []
     attention: list[Tensor] = []
     histories: list[list[int]] = [[] for _ in range(batch)]
+    steered = min_length > 0 or repetition_penalty != 1.0
+    seen: Tensor | None = None
+    rows = torch.arange(batch, device=device)
     # Few ops per step on purpose: at batch 1 each op's fixed cost is a visible share, so the
     # chosen tokens' log-probs and the top-2 gaps are read once from all steps at the end.
     # A finished row keeps decoding (its tokens after EOS are cut off at the end).
-    for _ in range(max_length):
+    for step in range(max_length):
         log_probs, hidden, weights = model.decode_step(tokens, hidden, encoder_outputs,
                                                        encoder_mask)
         if banned is None:
             banned = _never_emit(log_probs, has_unk)
+            if repetition_penalty != 1.0:
+                seen = torch.zeros(log_probs.shape, dtype=torch.bool, device=device)
         log_probs = log_probs + banned
         if no_repeat_ngram:
             log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
+        choose_from = (_steer(log_probs, step, min_length, repetition_penalty, seen)
+                       if steered else log_probs)
         if sampling is None:
             # max's indices, like argmax, are the first maximum; it is twice as fast here.
-            chosen = log_probs.max(dim=-1).indices
+            chosen = choose_from.max(dim=-1).indices
         else:
-            probs = _filter_for_sampling(log_probs, sampling).softmax(dim=-1)
+            probs = _filter_for_sampling(choose_from, sampling).softmax(dim=-1)
             chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        if seen is not None:
+            seen[rows, chosen] = True
         step_log_probs.append(log_probs)
         steps.append(chosen)
         if keep_attention:
@@ -419,17 +567,21 @@ def _until_eos(row: list[int]) -> list[int]:
 
 def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_size: int,
                 length_penalty: float = 1.0, no_repeat_ngram: int = 0, has_unk: bool = True,
+                min_length: int = 0, repetition_penalty: float = 1.0,
                 ) -> list[list[tuple[list[int], float]]]:
     """Beam search for a batch of encoded inputs; all B * K hypotheses advance together.
 
     Each input keeps `beam_size` live hypotheses. A hypothesis that emits EOS is set aside as
     finished; an input is done once it has `beam_size` finished ones (or at `max_length` steps,
     when its live ones count as finished). Returns, per input, finished hypotheses (token ids
-    with EOS, log-prob) best first by log-prob / length ** length_penalty.
+    with EOS, log-prob) best first by log-prob / length ** length_penalty. With `min_length`
+    or `repetition_penalty` the search (and that ranking) uses the steered log-probs
+    (`_steer`), while the returned scores stay the model's.
     """
     encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
     batch, k = len(id_lists), beam_size
     device = encoder_outputs.device
+    steered = min_length > 0 or repetition_penalty != 1.0
     # Every hypothesis of input b sits in rows b*k .. b*k+k-1.
     expand = torch.arange(batch, device=device).repeat_interleave(k)
     encoder_outputs = encoder_outputs.index_select(1, expand)
@@ -439,51 +591,70 @@ def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_siz
     # Only the first hypothesis is live at the start, so the first step does not pick k copies.
     beam_scores = torch.full((batch, k), float("-inf"), device=device)
     beam_scores[:, 0] = 0.0
+    model_scores = beam_scores.clone()   # the model's log-probs, when steering changes scores
+    seen: Tensor | None = None
     histories: list[list[int]] = [[] for _ in range(batch * k)]
-    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(batch)]
+    # (tokens, model log-prob, search score) of finished hypotheses
+    finished: list[list[tuple[list[int], float, float]]] = [[] for _ in range(batch)]
     done = [False] * batch
 
-    def rank(item: tuple[list[int], float]) -> float:
-        return item[1] / (max(len(item[0]), 1) ** length_penalty)
+    def rank(item: tuple[list[int], float, float]) -> float:
+        return item[2] / (max(len(item[0]), 1) ** length_penalty)
 
     for step in range(max_length):
         log_probs, hidden, _ = model.decode_step(tokens, hidden, encoder_outputs, encoder_mask)
         log_probs = log_probs.float() + _never_emit(log_probs, has_unk).float()
         log_probs = _block_repeats(log_probs, histories, no_repeat_ngram)
         vocab = log_probs.size(-1)
-        totals = (beam_scores.unsqueeze(2) + log_probs.view(batch, k, vocab)).view(batch, -1)
+        if repetition_penalty != 1.0 and seen is None:
+            seen = torch.zeros(log_probs.shape, dtype=torch.bool, device=device)
+        choose_from = (_steer(log_probs, step, min_length, repetition_penalty, seen)
+                       if steered else log_probs)
+        totals = (beam_scores.unsqueeze(2) + choose_from.view(batch, k, vocab)).view(batch, -1)
         # 2k candidates: even if k of them end in EOS, k live ones remain.
         top_scores, top_index = totals.topk(min(2 * k, totals.size(1)), dim=1)
+        if steered:
+            model_totals = (model_scores.unsqueeze(2) + log_probs.view(batch, k, vocab))
+            top_model = model_totals.view(batch, -1).gather(1, top_index).tolist()
         top_scores, top_index = top_scores.tolist(), top_index.tolist()
+        if not steered:
+            top_model = top_scores
         last = step == max_length - 1
-        next_rows, next_tokens, next_scores = [], [], []
+        next_rows, next_tokens, next_scores, next_model = [], [], [], []
         for b in range(batch):
-            chosen: list[tuple[int, int, float]] = []
-            for score, index in zip(top_scores[b], top_index[b], strict=True):
+            chosen: list[tuple[int, int, float, float]] = []
+            for score, model_score, index in zip(top_scores[b], top_model[b], top_index[b],
+                                                 strict=True):
                 if score == float("-inf") or len(chosen) == k:
                     break
                 origin, token = b * k + index // vocab, index % vocab
                 if token == EOS:
                     if not done[b]:
-                        finished[b].append((histories[origin] + [EOS], score))
+                        finished[b].append((histories[origin] + [EOS], model_score, score))
                     continue
-                chosen.append((origin, token, score))
+                chosen.append((origin, token, score, model_score))
             if not done[b] and (len(finished[b]) >= k or last):
                 if last:  # out of steps: live hypotheses count as finished, without EOS
-                    finished[b].extend((histories[o] + [t], s) for o, t, s in chosen)
+                    finished[b].extend((histories[o] + [t], m, s) for o, t, s, m in chosen)
                 done[b] = True
             while len(chosen) < k:   # keep the shape; dead rows carry -inf
-                chosen.append((b * k, PAD, float("-inf")))
-            for origin, token, score in chosen:
+                chosen.append((b * k, PAD, float("-inf"), float("-inf")))
+            for origin, token, score, model_score in chosen:
                 next_rows.append(origin)
                 next_tokens.append(token)
                 next_scores.append(score)
+                next_model.append(model_score)
         if all(done):
             break
         rows = torch.tensor(next_rows, device=device)
         hidden = hidden.index_select(1, rows)
         tokens = torch.tensor(next_tokens, device=device)
         beam_scores = torch.tensor(next_scores, device=device).view(batch, k)
+        model_scores = torch.tensor(next_model, device=device).view(batch, k)
+        if seen is not None:
+            seen = seen.index_select(0, rows)
+            seen[torch.arange(batch * k, device=device), tokens] = True
         histories = [histories[r] + [t] for r, t in zip(next_rows, next_tokens, strict=True)]
     # A vocabulary of specials alone leaves nothing to pick: reply with nothing, not a crash.
-    return [sorted(found, key=rank, reverse=True) or [([], float("-inf"))] for found in finished]
+    return [[(t, m) for t, m, _ in sorted(found, key=rank, reverse=True)] or [([], float("-inf"))]
+            for found in finished]

@@ -2,14 +2,21 @@
 
 Two kinds of numbers. Teacher-forced loss (mean negative log-likelihood per reply token, EOS
 included) and its exponential, perplexity, say how likely the model finds the true replies.
-BLEU (sacrebleu, against the one true reply), distinct-1/2 (unique n-grams / all n-grams over
-all replies: low means the bot says the same thing to everyone) and the average reply length
-describe what the chosen decoder actually says.
+The rest describe what the chosen decoder actually says:
+- BLEU (sacrebleu, against the one true reply; both sides in the model's token form);
+- distinct-1/2: unique n-grams / all n-grams over all replies (low: the same words to all);
+- generic_rate: the share of replies equal to the most frequent one ("i don t know .");
+- unique_replies: distinct replies / replies;
+- avg_reply_length in words;
+- relevance: the mean per-token log p(query | reply) under the run's backward model, which a
+  generic reply cannot win (it predicts no query in particular). A decoder that reranks with
+  that same model (--rerank mmi) partly optimises it, so the report marks it then.
 """
 
 import json
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,10 @@ import torch
 
 from torchtutor.chat.batches import index_pairs, make_batch
 from torchtutor.chat.decode import DecodeOptions, load_bot, options_from_args, reply_batch
+from torchtutor.chat.rerank import sequence_log_probs
+from torchtutor.chat.run_dir import has_backward
 from torchtutor.chat.text import normalize_many, tokenize
+from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
 
 BATCH = 64
@@ -65,6 +75,40 @@ def distinct_n(replies: Sequence[Sequence[str]], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def generic_rate(replies: Sequence[Sequence[str]]) -> float:
+    """The share of replies equal to the single most frequent reply."""
+    counts = Counter(tuple(words) for words in replies)
+    return counts.most_common(1)[0][1] / len(replies) if replies else 0.0
+
+
+def unique_replies(replies: Sequence[Sequence[str]]) -> float:
+    """Distinct replies / replies."""
+    return len({tuple(words) for words in replies}) / len(replies) if replies else 0.0
+
+
+def bleu(replies: Sequence[Sequence[str]], references: Sequence[str]) -> float:
+    """Corpus BLEU of token lists against normalized references (one each), both already in
+    the model's token form, so sacrebleu tokenizes neither (and is told so: force=True)."""
+    return sacrebleu.corpus_bleu([" ".join(w) for w in replies], [list(references)],
+                                 tokenize="none", force=True).score
+
+
+def relevance(backward: Any, vocab: Any, queries: Sequence[str],
+              replies: Sequence[Sequence[int]]) -> float:
+    """Mean per-token log p(query | reply) under `backward` (reply ids with EOS)."""
+    targets = [vocab.encode(q)[0] + [EOS] for q in queries]
+    scores = sequence_log_probs(backward, [list(r) for r in replies], targets)
+    return sum(s / len(t) for s, t in zip(scores, targets, strict=True)) / len(targets)
+
+
+def reply_measures(replies: Sequence[Sequence[str]], references: Sequence[str]) -> dict:
+    """BLEU, distinct-1/2, generic rate, unique replies and length of decoded replies."""
+    return {"bleu": bleu(replies, references),
+            "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
+            "generic_rate": generic_rate(replies), "unique_replies": unique_replies(replies),
+            "avg_reply_length": sum(map(len, replies)) / max(len(replies), 1)}
+
+
 def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOptions,
                    samples: int = 5) -> dict:
     """All the numbers for normalized (query, reply) pairs."""
@@ -72,25 +116,25 @@ def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOp
         raise UserError("no pairs to evaluate")
     loss, tokens = teacher_forced_loss(bot.model, bot.vocab, pairs)
     replies = reply_batch(bot, [q for q, _ in pairs], options)
-    hypotheses = [" ".join(r.words) for r in replies]
-    references = [reference for _, reference in pairs]
-    # The texts are already tokenized the way the model sees them, so no second tokenizer.
-    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score
     words = [r.words for r in replies]
     picks = sorted(random.Random(0).sample(range(len(pairs)), min(samples, len(pairs))))
-    return {
+    result = {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
-        "bleu": bleu,
-        "distinct_1": distinct_n(words, 1),
-        "distinct_2": distinct_n(words, 2),
-        "avg_reply_length": sum(map(len, words)) / len(words),
+        **reply_measures(words, [reference for _, reference in pairs]),
+        "relevance": None,
+        "relevance_is_reranked_on": options.rerank == "mmi",
         "pairs": len(pairs),
         "target_tokens": tokens,
-        "decoder": options.method,
+        "decoder": options.method + (" + mmi" if options.rerank == "mmi" else ""),
         "samples": [{"input": pairs[i][0], "reference": pairs[i][1], "reply": replies[i].text}
                     for i in picks],
     }
+    if getattr(bot, "backward", None) is not None:
+        reply_ids = [bot.vocab.encode(" ".join(w))[0] + [EOS] for w in words]
+        result["relevance"] = relevance(bot.backward, bot.vocab, [q for q, _ in pairs],
+                                        reply_ids)
+    return result
 
 
 def corpus_pairs(spec: str, max_length: int) -> tuple[list[tuple[str, str]], int]:
@@ -133,7 +177,12 @@ def format_report(result: dict, source: str) -> str:
             (f"BLEU ({result['decoder']})", f"{result['bleu']:.2f}"),
             ("distinct-1", f"{result['distinct_1']:.4f}"),
             ("distinct-2", f"{result['distinct_2']:.4f}"),
+            ("generic rate", f"{result['generic_rate']:.1%}"),
+            ("unique replies", f"{result['unique_replies']:.1%}"),
             ("avg reply length (words)", f"{result['avg_reply_length']:.2f}")]
+    if result["relevance"] is not None:
+        note = " (the decoder reranks with it)" if result["relevance_is_reranked_on"] else ""
+        rows.append(("relevance, log p(q|r) per token", f"{result['relevance']:.4f}{note}"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     if result["samples"]:
@@ -149,7 +198,7 @@ def main(args) -> int:
     config = EvaluateConfig(run=args.run, split=args.split, corpus=args.corpus,
                             as_json=args.json, samples=max(args.samples, 0),
                             device=args.device, int8=args.int8, exact=args.exact,
-                            options=options_from_args(args))
+                            options=options_from_args(args, has_backward(args.run)))
     bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.corpus:
         pairs, skipped = corpus_pairs(config.corpus, bot.max_length)

@@ -2,7 +2,8 @@
 
 Lines from a pipe or a file are decoded in batches (much faster than one at a time); lines
 typed at a terminal are answered as they come. `--json` prints one object per line with
-`input`, `reply` and `score` (the reply's log-probability; null for an input with no words).
+`input`, `reply` (as a person reads it), `tokens` (the model's words) and `score` (the reply's
+log-probability; null for an input with no words).
 """
 
 import io
@@ -20,6 +21,7 @@ from torchtutor.chat.decode import (
     options_from_args,
     reply_batch,
 )
+from torchtutor.chat.run_dir import has_backward
 
 
 @dataclass
@@ -51,7 +53,7 @@ def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json:
     for chunk in _chunks(lines, batch_size):
         for text, reply in zip(chunk, reply_batch(bot, chunk, options), strict=True):
             if as_json:
-                record = {"input": text, "reply": reply.text,
+                record = {"input": text, "reply": reply.text, "tokens": " ".join(reply.words),
                           "score": None if reply.empty else round(reply.score, 4),
                           "unknown_words": reply.unknown_words, "truncated": reply.truncated,
                           "empty": reply.empty}
@@ -77,7 +79,7 @@ def _stdin_lines() -> Iterable[str]:
 def main(args) -> int:
     config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
                          texts=list(args.text), as_json=args.json,
-                         options=options_from_args(args))
+                         options=options_from_args(args, has_backward(args.run)))
     bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.texts:
         lines: Iterable[str] = config.texts

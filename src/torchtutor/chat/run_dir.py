@@ -9,6 +9,8 @@ RUN_DIR/
   last.pt       the latest checkpoint: model, both optimizers, schedulers, step, RNG states,
                 data position; what --resume continues from
   best.pt       the same, at the lowest validation loss so far
+  backward/     the backward model (reply -> query), a run folder of the same shape, trained
+                on the same splits turned around; the default decoder reranks with it
 """
 
 import json
@@ -30,6 +32,7 @@ METRICS = "metrics.csv"
 LOSS_PLOT = "loss.png"
 LAST = "last.pt"
 BEST = "best.pt"
+BACKWARD = "backward"   # a run folder of its own: the reply -> query model (chat.rerank)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class TrainedChatbot:
     vocab: Vocab
     config: dict            # config.json as read
     max_length: int         # the data's max_length: replies and inputs stay below it
+    backward: Seq2Seq | None = None   # RUN_DIR/backward's model, when the run has one
 
 
 def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
@@ -100,4 +104,22 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{run_dir / CONFIG}: data.max_length missing") from None
     return TrainedChatbot(model=model.to(device).eval(), vocab=vocab, config=config,
-                          max_length=max_length)
+                          max_length=max_length, backward=_backward_model(run_dir, vocab,
+                                                                          device, which))
+
+
+def has_backward(run_dir: str | os.PathLike) -> bool:
+    folder = Path(run_dir) / BACKWARD
+    return (folder / CONFIG).is_file() and any((folder / name).is_file()
+                                                for name in (BEST, LAST))
+
+
+def _backward_model(run_dir: Path, vocab: Vocab, device: torch.device,
+                    which: str) -> Seq2Seq | None:
+    if run_dir.name == BACKWARD or not has_backward(run_dir):
+        return None
+    backward = load_trained(run_dir / BACKWARD, device, which)
+    if backward.vocab.index2word != vocab.index2word:
+        raise UserError(f"{run_dir / BACKWARD} has another vocabulary than {run_dir}; "
+                        "train it again with `chat train --direction backward`")
+    return backward.model

@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -37,8 +38,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
+from torchtutor.chat import decode
 from torchtutor.chat.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
-from torchtutor.chat.decode import DecodeOptions, Reply, notices, options_from_args, reply_batch
+from torchtutor.chat.decode import (
+    DecodeOptions,
+    Reply,
+    notices,
+    options_from_args,
+    reply_batch,
+    resolve_options,
+)
+from torchtutor.chat.run_dir import has_backward
 from torchtutor.runtime.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -46,8 +56,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 1000
 # Server-side ceilings on decoder work per request (the CLI trusts its user; a server must not).
-MAX_BEAM = 16
-MAX_NO_REPEAT = 10
+MAX_BEAM = decode.MAX_BEAM
+MAX_NO_REPEAT = decode.MAX_NO_REPEAT
 # The page may only load its own files; nothing inline, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -67,12 +77,18 @@ class ReplyRequest(BaseModel):
     decoder: Literal["greedy", "beam", "sample"] | None = None
     beam_size: Annotated[int, Field(ge=1, le=MAX_BEAM)] | None = None
     length_penalty: Annotated[float, Field(ge=0.0, le=5.0)] | None = None
-    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM)] | None = None
+    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM + decode.MAX_CANDIDATES)] | None = None
     temperature: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
     top_k: Annotated[int, Field(ge=0, le=100_000)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     no_repeat_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    seed: Annotated[int, Field(ge=0, le=decode.MAX_SEED)] | None = None
+    rerank: Literal["none", "mmi"] | None = None
+    mmi_weight: Annotated[float, Field(ge=-10.0, le=10.0)] | None = None
+    length_bonus: Annotated[float, Field(ge=-10.0, le=10.0)] | None = None
+    candidates: Annotated[int, Field(ge=0, le=decode.MAX_CANDIDATES)] | None = None
+    min_length: Annotated[int, Field(ge=0, le=100)] | None = None
+    repetition_penalty: Annotated[float, Field(ge=1.0, le=100.0)] | None = None
 
 
 class Alternative(BaseModel):
@@ -98,17 +114,21 @@ class ErrorResponse(BaseModel):
 _OPTION_NAMES = {"decoder": "method"}
 
 
-def merge_options(defaults: DecodeOptions, request: ReplyRequest) -> DecodeOptions:
-    """The server's defaults with the request's own settings on top; checked as a whole."""
+def merge_options(defaults: DecodeOptions, request: ReplyRequest,
+                  has_backward: bool = True) -> DecodeOptions:
+    """The server's defaults with the request's own settings on top; checked as a whole
+    (a request that names a decoder without `rerank` gets that decoder alone)."""
     given = request.model_dump(exclude={"text"}, exclude_none=True)
-    options = dataclasses.replace(defaults, **{_OPTION_NAMES.get(k, k): v
-                                               for k, v in given.items()})
-    if options.method == "beam" and options.n_best > options.beam_size:
-        raise RequestValidationError([{
-            "loc": ("body", "n_best"), "type": "value_error", "input": options.n_best,
-            "msg": f"n_best ({options.n_best}) must not exceed beam_size ({options.beam_size})",
-        }])
-    return options
+    try:
+        return resolve_options({_OPTION_NAMES.get(k, k): v for k, v in given.items()},
+                               has_backward, defaults)
+    except UserError as exc:
+        # The checks speak in flags ("--n-best 3 is more than ..."); the API in field names.
+        message = re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        field = message.split(" ", 1)[0]
+        field = field if field in ReplyRequest.model_fields else "body"
+        raise RequestValidationError([{"loc": ("body", field), "type": "value_error",
+                                       "msg": message.removeprefix(field).strip()}]) from None
 
 
 def _as_response(reply: Reply, has_unk: bool) -> ReplyResponse:
@@ -194,7 +214,7 @@ def _validation_message(errors: list[dict]) -> str:
 def create_app(replier: Replier, *, default_options: DecodeOptions | None = None,
                max_batch: int = 64, batch_window_ms: float = 5.0, queue_size: int = 1024,
                max_body_bytes: int = MAX_BODY_BYTES, has_unk: bool = True,
-               info: dict[str, Any] | None = None) -> FastAPI:
+               has_backward: bool = False, info: dict[str, Any] | None = None) -> FastAPI:
     """The chat service around `replier(texts, options) -> list[Reply]`.
 
     `replier` runs in one background thread, never two calls at once.
@@ -229,7 +249,7 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                          422: {"description": "invalid text or decoder options"},
                          503: {"model": ErrorResponse, "description": "queue full"}})
     async def api_reply(body: ReplyRequest, request: Request) -> Any:
-        options = merge_options(defaults, body)
+        options = merge_options(defaults, body, has_backward)
         job = asyncio.ensure_future(batcher.submit(body.text, options))
         gone = asyncio.ensure_future(_client_gone(request))
         try:
@@ -295,7 +315,8 @@ def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str,
     bot = load_trained(run_dir, resolve_device(device))
     info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),
             "max_length": bot.max_length, "has_unk": bool(bot.vocab.has_unk),
-            "device": str(next(bot.model.parameters()).device)}
+            "device": str(next(bot.model.parameters()).device),
+            "has_backward": bot.backward is not None}
     return functools.partial(reply_batch, bot), info
 
 
@@ -317,7 +338,7 @@ def build_app(config: ServeConfig) -> FastAPI:
     replier, info = load_replier(config.run, config.device)
     return create_app(replier, default_options=config.options, max_batch=config.max_batch,
                       batch_window_ms=config.batch_window_ms, queue_size=config.queue_size,
-                      has_unk=info["has_unk"], info=info)
+                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info)
 
 
 def run_server(app: FastAPI, host: str, port: int, graceful_timeout_s: float = 30.0) -> None:
@@ -373,7 +394,7 @@ def main(args: Any) -> int:
     config = ServeConfig(run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, queue_size=args.queue_size,
                          device=args.device, threads=args.threads,
-                         options=options_from_args(args))
+                         options=options_from_args(args, has_backward(args.run)))
     serve(config)
     return 0
 

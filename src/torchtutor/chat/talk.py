@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from torchtutor.chat.decode import DecodeOptions, load_bot, notices, options_from_args, reply_batch
+from torchtutor.chat.run_dir import has_backward
 
 QUIT_WORDS = ("q", "quit")
 
@@ -65,7 +66,7 @@ def talk(bot: Any, options: DecodeOptions, read: Callable[[str], str] = input,
 
 def main(args) -> int:
     config = TalkConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
-                        options=options_from_args(args))
+                        options=options_from_args(args, has_backward(args.run)))
     bot = load_bot(config.run, config.device, config.int8, config.exact)
     if sys.stdin.isatty():
         print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")

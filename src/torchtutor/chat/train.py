@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -60,6 +60,7 @@ TUTORIAL = {
     "adam_beta2": 0.999, "unigram_bias": False,
     "teacher_forcing": 1.0, "steps": 4000, "warmup_steps": 0, "schedule": "constant",
     "bucket": False, "precision": "fp32", "eval_every": 500, "checkpoint_every": 500,
+    "backward": False,
 }
 # Same architecture and sizes; what measured best on Cornell at one CPU thread
 # (bench/RESULTS.md): batch 128, bf16 autocast where the hardware is fast at it (AMX/AVX512-BF16
@@ -73,6 +74,9 @@ DEFAULT = {
     "batch_size": 128, "decoder_lr_ratio": 30.0, "schedule": "linear", "steps": 450,
     "unigram_bias": True,
     "precision": "auto", "eval_every": 250, "checkpoint_every": 250,
+    # Then a backward model (reply -> query) with the same recipe into RUN_DIR/backward: the
+    # default decoder reranks candidate replies with it (chat.rerank).
+    "backward": True,
 }
 RECIPES = {"tutorial": TUTORIAL, "default": DEFAULT}
 
@@ -102,6 +106,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     target_valid_loss: float | None = None   # stop once the validation loss is at most this
+    direction: str = "forward"           # forward: query -> reply; backward: reply -> query
+    backward: bool = False               # after a forward run, train RUN_DIR/backward too
 
 
 @dataclass
@@ -399,6 +405,23 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
 
 # --- the loop ------------------------------------------------------------------------------
 
+DIRECTIONS = ("forward", "backward")
+
+
+def oriented(splits: dict[str, list[tuple[str, str]]],
+             direction: str) -> dict[str, list[tuple[str, str]]]:
+    """The pairs as the model learns them: (query, reply) forward, (reply, query) backward.
+
+    The backward model sees exactly the forward model's splits turned around, so no held-out
+    query is ever a training target (the relevance it scores on test replies is honest).
+    """
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction must be forward or backward, not {direction!r}")
+    if direction == "forward":
+        return splits
+    return {name: [(reply, query) for query, reply in pairs] for name, pairs in splits.items()}
+
+
 def _say(text: str) -> None:
     """A line on stdout that does not break a progress bar."""
     tqdm.write(text, file=sys.stdout)
@@ -433,10 +456,11 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         if saved.index2word != vocab.index2word:
             raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
                             "cannot resume")
-    train_indexed = index_pairs(data.splits["train"], vocab)
+    splits = oriented(data.splits, config.direction)
+    train_indexed = index_pairs(splits["train"], vocab)
     if not train_indexed:
         raise UserError(f"no training pairs in {data_config.corpus}")
-    valid = eval_batches(index_pairs(data.splits["valid"], vocab))
+    valid = eval_batches(index_pairs(splits["valid"], vocab))
     stream = BatchStream(train_indexed, config.batch_size, seed=config.seed, bucket=config.bucket,
                          rank=ctx.rank, world_size=ctx.world_size)
     if epochs is not None:
@@ -629,7 +653,8 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
     if args.time_budget is not None and args.time_budget <= 0:
         raise UserError("--time-budget must be positive")
     config = TrainConfig(
-        out=args.out, recipe=recipe_name, tutorial_compat=args.tutorial_compat,
+        out=_run_folder(args), recipe=recipe_name, tutorial_compat=args.tutorial_compat,
+        direction=args.direction,
         steps=steps, time_budget=args.time_budget,
         teacher_forcing_per_step=args.teacher_forcing_per_step,
         schedule_steps=steps if steps is not None else recipe["steps"],
@@ -637,7 +662,8 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
         **{name: pick(name) for name in (
             "batch_size", "lr", "decoder_lr_ratio", "clip", "adam_beta2", "unigram_bias",
             "teacher_forcing", "warmup_steps",
-            "schedule", "bucket", "precision", "eval_every", "checkpoint_every")})
+            "schedule", "bucket", "precision", "eval_every", "checkpoint_every",
+            "backward")})
     if not 0.0 <= config.teacher_forcing <= 1.0:
         raise UserError("--teacher-forcing must be in [0, 1]")
     if config.lr <= 0 or config.decoder_lr_ratio <= 0 or config.clip <= 0:
@@ -656,16 +682,28 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
     return config, model_params, data, args.epochs
 
 
-def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
-    """The stored configs of RUN_DIR, with a new length, device or eval/save cadence."""
-    stored = rd.read_config(args.out)
+def _stored_configs(out: str) -> tuple[TrainConfig, dict, PrepareConfig]:
+    stored = rd.read_config(out)
     try:
-        config = TrainConfig(**{**stored["train"], "out": args.out})
+        config = TrainConfig(**{**stored["train"], "out": out})
         model_params = {k: stored["model"][k] for k in MODEL_KEYS}
         data = PrepareConfig(**stored["data"])
     except (TypeError, KeyError) as exc:
-        raise UserError(f"{Path(args.out) / rd.CONFIG} does not hold a train config ({exc})") \
+        raise UserError(f"{Path(out) / rd.CONFIG} does not hold a train config ({exc})") \
             from None
+    return config, model_params, data
+
+
+def _run_folder(args) -> str:
+    """Where this command trains: RUN_DIR, or RUN_DIR/backward for --direction backward."""
+    if getattr(args, "direction", "forward") == "backward":
+        return str(Path(args.out) / rd.BACKWARD)
+    return args.out
+
+
+def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
+    """The stored configs of RUN_DIR, with a new length, device or eval/save cadence."""
+    config, model_params, data = _stored_configs(_run_folder(args))
     if args.steps is not None or args.epochs is not None or args.time_budget is not None:
         config.steps, config.time_budget = args.steps, args.time_budget
     for name in ("eval_every", "checkpoint_every"):
@@ -675,15 +713,34 @@ def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | Non
     return config, model_params, data, args.epochs
 
 
-def main(args) -> int:
-    config, model_params, data, epochs = (resumed_configs(args) if args.resume
-                                          else configs_from_args(args))
-    result = train(config, model_params, data, resume=args.resume, epochs=epochs)
+def backward_config(forward: TrainConfig) -> TrainConfig:
+    """The backward model's config: the forward run's recipe, into RUN_DIR/backward."""
+    return replace(forward, out=str(Path(forward.out) / rd.BACKWARD), direction="backward",
+                   backward=False)
+
+
+def _report(result: TrainResult, what: str) -> None:
     valid = (f"validation loss {result.valid_loss:.3f} (perplexity "
              f"{math.exp(min(result.valid_loss, 50.0)):.1f})"
              if result.valid_loss is not None else "no validation split")
     rate = result.tokens / result.train_seconds if result.train_seconds else 0.0
     if ddp.is_main_process():
-        print(f"trained {result.steps} steps in {result.train_seconds:.0f} s "
+        steps = f"{result.steps} step{'s' if result.steps != 1 else ''}"
+        print(f"trained {what} {steps} in {result.train_seconds:.0f} s "
               f"({rate:.0f} tokens/s); {valid}; run folder {result.run_dir}")
+
+
+def main(args) -> int:
+    """Train the run (and, by default, its backward model), or continue it with --resume."""
+    config, model_params, data, epochs = (resumed_configs(args) if args.resume
+                                          else configs_from_args(args))
+    what = "the backward model" if config.direction == "backward" else "the chatbot"
+    _report(train(config, model_params, data, resume=args.resume, epochs=epochs), what)
+    if config.backward and config.direction == "forward":
+        backward = backward_config(config)
+        resume = (Path(backward.out) / rd.LAST).exists()
+        if resume:  # continue it with its own stored config
+            backward = replace(_stored_configs(backward.out)[0], device=config.device)
+        _report(train(backward, model_params, data, resume=resume, epochs=epochs),
+                "the backward model")
     return 0

@@ -10,9 +10,8 @@
   const send = document.getElementById("send");
   const status = document.getElementById("status");
   const errorBox = document.getElementById("error");
-  const decoder = document.getElementById("decoder");
-  const beamSize = document.getElementById("beam-size");
-  const temperature = document.getElementById("temperature");
+  // Every decoder setting on the page names its API field in data-option.
+  const settings = Array.from(document.querySelectorAll("[data-option]"));
   const TIMEOUT_MS = 30000;
   let busy = false;
 
@@ -51,9 +50,10 @@
   // Only settings the user changed are sent; the rest stay the server's defaults.
   function options() {
     const out = {};
-    if (decoder.value) out.decoder = decoder.value;
-    if (beamSize.value) out.beam_size = Number(beamSize.value);
-    if (temperature.value) out.temperature = Number(temperature.value);
+    for (const field of settings) {
+      if (!field.value) continue;
+      out[field.dataset.option] = field.type === "number" ? Number(field.value) : field.value;
+    }
     return out;
   }
 

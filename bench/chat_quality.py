@@ -1,0 +1,208 @@
+"""Reply quality of the chatbot's decoders, side by side, on a run's held-out split.
+
+For a run trained by `chat train` (with its backward model, RUN/backward) it decodes every
+query of the split with each decoder and prints one table: teacher-forced perplexity (the
+model's, the same for every decoder), BLEU against the true replies, distinct-1/2, generic rate
+(share of replies equal to the most frequent one), unique replies, relevance (mean per-token
+log p(query | reply) under the backward model; the MMI decoders rerank with that same model,
+so their relevance is marked) and the median milliseconds per reply at batch 1 (over
+`--latency-queries` queries, one at a time). The true replies themselves are a row too.
+
+    python bench/chat_quality.py --run RUN [--split test] [--latency-queries 200]
+    python bench/chat_quality.py --run RUN --split valid --grid     # choose the MMI settings
+
+`--grid` is for choosing the default decoder's settings on the *validation* split (never the
+test split): it builds each candidate pool once and reranks it under every MMI weight and
+length bonus, printing one row per setting.
+
+The last line reads `default decoder: generic A%  distinct-2 B  bleu C  (greedy: generic D%
+distinct-2 E  bleu F)`.
+"""
+
+import argparse
+import dataclasses
+import itertools
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from torchtutor.chat import rerank
+from torchtutor.chat.decode import (
+    BEST_DECODING,
+    DEFAULT_BATCH,
+    DecodeOptions,
+    candidates,
+    load_bot,
+    prepare_input,
+    reply_batch,
+)
+from torchtutor.chat.evaluate import relevance, reply_measures, split_pairs, teacher_forced_loss
+from torchtutor.chat.vocab import EOS
+
+DECODERS = {
+    "greedy": DecodeOptions(method="greedy"),
+    "beam 5": DecodeOptions(method="beam", beam_size=5),
+    "top-p 0.9": DecodeOptions(method="sample", top_p=0.9, seed=0),
+    "beam 10 + mmi": dataclasses.replace(BEST_DECODING, candidates=0),
+    "16 samples + mmi": dataclasses.replace(BEST_DECODING, method="sample", candidates=16),
+    "default (beam + samples + mmi)": BEST_DECODING,
+    "default + min length 3": dataclasses.replace(BEST_DECODING, min_length=3),
+}
+DEFAULT_NAME = "default (beam + samples + mmi)"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def decode_all(bot, queries: list[str], options: DecodeOptions) -> list[list[str]]:
+    words = []
+    for start in tqdm(range(0, len(queries), DEFAULT_BATCH), desc="  decoding", unit="batch",
+                      leave=False, file=sys.stderr):
+        words += [r.words for r in reply_batch(bot, queries[start:start + DEFAULT_BATCH],
+                                               options)]
+    return words
+
+
+def median_ms(bot, queries: list[str], options: DecodeOptions) -> float:
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        reply_batch(bot, [query], options)
+        times.append((time.perf_counter() - started) * 1000.0)
+    return statistics.median(times)
+
+
+def relevance_of(bot, queries: list[str], replies: list[list[str]]) -> float:
+    reply_ids = [bot.vocab.encode(" ".join(w))[0] + [EOS] for w in replies]
+    return relevance(bot.backward, bot.vocab, queries, reply_ids)
+
+
+def row(name: str, measures: dict, rel: float, ms: float | None, reranked: bool) -> str:
+    mark = "*" if reranked else " "
+    latency = f"{ms:8.1f}" if ms is not None else "       -"
+    return (f"{name:<32} {measures['bleu']:6.2f} {measures['distinct_1']:8.4f} "
+            f"{measures['distinct_2']:8.4f} {measures['generic_rate']:8.1%} "
+            f"{measures['unique_replies']:8.1%} {measures['avg_reply_length']:6.2f} "
+            f"{rel:9.3f}{mark} {latency}")
+
+
+HEADER = (f"{'decoder':<32} {'BLEU':>6} {'dist-1':>8} {'dist-2':>8} {'generic':>8} "
+          f"{'unique':>8} {'length':>6} {'relevance':>10} {'ms/reply':>8}")
+
+
+def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
+    queries = [q for q, _ in pairs]
+    references = [r for _, r in pairs]
+    print(HEADER)
+    truth = reply_measures([r.split() for r in references], references)
+    print(row("(the true replies)", truth, relevance_of(bot, queries,
+                                                        [r.split() for r in references]),
+              None, False), flush=True)
+    results = {}
+    for name, options in DECODERS.items():
+        replies = decode_all(bot, queries, options)
+        measures = reply_measures(replies, references)
+        ms = median_ms(bot, queries[:latency_queries], options)
+        print(row(name, measures, relevance_of(bot, queries, replies), ms,
+                  options.rerank == "mmi"), flush=True)
+        results[name] = measures
+    return results
+
+
+def grid(bot, pairs, weights: list[float], bonuses: list[float]) -> None:
+    """Rerank one candidate pool per source under every (weight, bonus): valid split only."""
+    queries = [q for q, _ in pairs]
+    references = [r for _, r in pairs]
+    sources = {"beam 10": dataclasses.replace(BEST_DECODING, candidates=0),
+               "beam 10 + 8 samples": BEST_DECODING,
+               "beam 10 + 16 samples": dataclasses.replace(BEST_DECODING, candidates=16),
+               "beam 5 + 8 samples": dataclasses.replace(BEST_DECODING, beam_size=5),
+               "16 samples": dataclasses.replace(BEST_DECODING, method="sample",
+                                                 candidates=16)}
+    ids = [prepare_input(bot.vocab, q, bot.max_length).ids for q in queries]
+    print(HEADER.replace("decoder" + " " * 25, "source, weight, bonus".ljust(32)))
+    for source, options in sources.items():
+        generator = torch.Generator().manual_seed(0)
+        pools = []
+        for start in tqdm(range(0, len(ids), DEFAULT_BATCH), desc=f"  {source}", leave=False,
+                          file=sys.stderr):
+            chunk = ids[start:start + DEFAULT_BATCH]
+            with torch.inference_mode():
+                found = candidates(bot, chunk, options, generator)
+            flat = [(row, h) for row, hyps in enumerate(found) for h in hyps]
+            scores = rerank.sequence_log_probs(bot.backward, [rerank.with_eos(h[0])
+                                                              for _, h in flat],
+                                               [chunk[r] for r, _ in flat])
+            per_row: list[list[tuple[list[int], float, float]]] = [[] for _ in chunk]
+            for (r, (tokens, forward)), backward in zip(flat, scores, strict=True):
+                per_row[r].append((tokens, forward, backward))
+            pools += per_row
+        for weight, bonus in itertools.product(weights, bonuses):
+            replies = []
+            for hyps in pools:
+                best = max(hyps, key=lambda h: h[1] + weight * h[2]
+                           + bonus * rerank.words_in(h[0]))
+                replies.append(bot.vocab.decode(best[0]))
+            measures = reply_measures(replies, references)
+            print(row(f"{source}, {weight:g}, {bonus:g}", measures,
+                      relevance_of(bot, queries, replies), None, True), flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a chat run folder with RUN/backward")
+    parser.add_argument("--split", choices=["valid", "test"], default="test",
+                        help="held-out split to decode (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="first N pairs only, 0: all (default: %(default)s)")
+    parser.add_argument("--latency-queries", type=int, default=200,
+                        help="queries timed one at a time (default: %(default)s)")
+    parser.add_argument("--grid", action="store_true",
+                        help="rerank under a grid of MMI settings instead (valid split only)")
+    parser.add_argument("--weights", default="0.25,0.5,0.75,1,1.5,2",
+                        help="MMI weights for --grid (default: %(default)s)")
+    parser.add_argument("--bonuses", default="0,0.25,0.5,1",
+                        help="length bonuses for --grid (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.grid and args.split == "test":
+        parser.error("--grid chooses settings: run it on --split valid, never on the test split")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bot = load_bot(args.run, "cpu")
+    if bot.backward is None:
+        parser.error(f"{args.run} has no backward model; train one with "
+                     "`torchtutor chat train --direction backward --out RUN`")
+    pairs = split_pairs(args.run, bot.config, args.split)
+    if args.limit:
+        pairs = pairs[:args.limit]
+    loss, _ = teacher_forced_loss(bot.model, bot.vocab, pairs)
+    print(f"run {args.run}, {args.split} split: {len(pairs)} pairs; teacher-forced perplexity "
+          f"{torch.tensor(loss).exp():.2f}; {cpu_name()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    print("(* relevance is what MMI reranks by: partly optimised by that decoder)")
+    if args.grid:
+        grid(bot, pairs, [float(w) for w in args.weights.split(",")],
+             [float(b) for b in args.bonuses.split(",")])
+        return 0
+    results = table(bot, pairs, args.latency_queries)
+    best, greedy = results[DEFAULT_NAME], results["greedy"]
+    print(f"default decoder: generic {best['generic_rate']:.1%}  distinct-2 "
+          f"{best['distinct_2']:.3f}  bleu {best['bleu']:.2f}  (greedy: generic "
+          f"{greedy['generic_rate']:.1%}  distinct-2 {greedy['distinct_2']:.3f}  bleu "
+          f"{greedy['bleu']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

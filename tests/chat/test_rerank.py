@@ -1,0 +1,132 @@
+"""MMI reranking, the backward model's direction, and the decoding options that steer."""
+
+import math
+
+import pytest
+import torch
+
+from tests.chat.inference_helpers import (
+    SENTENCES,
+    _Base,
+    make_vocab,
+    tiny_bot,
+    trained_tiny_bot,
+)
+from torchtutor.chat import rerank
+from torchtutor.chat.decode import DecodeOptions, reply_batch
+from torchtutor.chat.text import normalize
+from torchtutor.chat.train import oriented
+from torchtutor.chat.vocab import EOS
+from torchtutor.runtime.errors import UserError
+
+
+class FavouriteWordBackward(_Base):
+    """A hand-built backward model: log p(query | reply) is high only when the reply holds
+    `favourite`. Its log-probs for every target position: uniform, plus a bonus for EOS."""
+
+    def __init__(self, vocab_size: int, favourite: int):
+        super().__init__()
+        self.vocab_size, self.favourite = vocab_size, favourite
+
+    def encode(self, inputs, lengths):
+        outputs, mask, hidden = super().encode(inputs, lengths)
+        return outputs, mask, (inputs == self.favourite).any(0).float().view(1, -1, 1)
+
+    def decode_teacher_forced(self, targets, hidden, encoder_outputs, encoder_mask):
+        steps, batch = targets.shape
+        logits = torch.zeros(steps, batch, self.vocab_size)
+        logits += 5.0 * hidden[0, :, 0].view(1, batch, 1) * torch.nn.functional.one_hot(
+            targets, self.vocab_size)
+        return logits.log_softmax(-1)
+
+
+def test_mmi_picks_the_candidate_with_the_best_combined_score():
+    vocab = make_vocab()
+    fine, jazz = vocab.word2index["fine"], vocab.word2index["jazz"]
+    backward = FavouriteWordBackward(len(vocab), jazz)
+    query = [vocab.word2index["hello"], EOS]
+    generic = ([fine, EOS], -1.0)            # greedy's: the likeliest under the forward model
+    specific = ([jazz, jazz, EOS], -3.0)
+    ranked = rerank.mmi_rerank(backward, [query], [[generic, specific]], 1.0, 0.0)[0]
+    assert ranked[0] == specific and ranked[1] == generic
+    # The order is exactly the combined score's.
+    rel = rerank.sequence_log_probs(backward, [generic[0], specific[0]], [query, query])
+    combined = [generic[1] + rel[0], specific[1] + rel[1]]
+    assert combined[1] > combined[0]
+    # Weight 0 is plain likelihood: greedy's reply wins again; a length bonus can flip it.
+    assert rerank.mmi_rerank(backward, [query], [[generic, specific]], 0.0, 0.0)[0][0] == generic
+    assert rerank.mmi_rerank(backward, [query], [[generic, specific]], 0.0, 5.0)[0][0] == specific
+
+
+def test_rerank_never_scores_worse_than_greedy_on_a_real_model():
+    bot = trained_tiny_bot()
+    torch.manual_seed(1)
+    bot.backward = tiny_bot(seed=1, hidden=32).model
+    texts = [normalize(s) for s in SENTENCES]
+    greedy = reply_batch(bot, texts, DecodeOptions())
+    options = DecodeOptions(method="greedy", rerank="mmi", candidates=6, seed=0, mmi_weight=1.0)
+    chosen = reply_batch(bot, texts, options)
+
+    def combined(reply, text):
+        ids = bot.vocab.encode(" ".join(reply.words))[0] + [EOS]
+        query = bot.vocab.encode(text)[0] + [EOS]
+        forward = rerank.sequence_log_probs(bot.model, [query], [ids])[0]
+        return forward + rerank.sequence_log_probs(bot.backward, [ids], [query])[0]
+
+    for text, g, c in zip(texts, greedy, chosen, strict=True):
+        assert combined(c, text) >= combined(g, text) - 1e-4
+        # The score shown stays the forward model's log p(reply | query).
+        ids = bot.vocab.encode(" ".join(c.words))[0] + [EOS]
+        query = bot.vocab.encode(text)[0] + [EOS]
+        assert c.score == pytest.approx(rerank.sequence_log_probs(bot.model, [query], [ids])[0],
+                                        abs=1e-3)
+
+
+def test_backward_pairs_are_the_forward_pairs_turned_around():
+    splits = {"train": [("hi", "hello")], "valid": [("a", "b")], "test": []}
+    assert oriented(splits, "forward") is splits
+    assert oriented(splits, "backward") == {"train": [("hello", "hi")], "valid": [("b", "a")],
+                                            "test": []}
+    with pytest.raises(UserError):
+        oriented(splits, "sideways")
+
+
+def test_min_length_and_repetition_penalty_steer_but_keep_the_scores():
+    bot = trained_tiny_bot()
+    texts = [normalize(s) for s in SENTENCES]
+    for method in ("greedy", "beam"):
+        options = DecodeOptions(method=method, beam_size=3, min_length=6,
+                                repetition_penalty=50.0)
+        for text, reply in zip(texts, reply_batch(bot, texts, options), strict=True):
+            assert len(reply.words) >= 6
+            assert len(set(reply.words)) == len(reply.words)   # 50x: never twice
+            ids = bot.vocab.encode(" ".join(reply.words))[0]
+            ids = ids + [EOS] if len(ids) < bot.max_length else ids
+            query = bot.vocab.encode(text)[0] + [EOS]
+            assert reply.score == pytest.approx(
+                rerank.sequence_log_probs(bot.model, [query], [ids])[0], abs=1e-3)
+
+
+@pytest.mark.parametrize("options", [
+    DecodeOptions(temperature=0.0), DecodeOptions(temperature=-1.0),
+    DecodeOptions(temperature=math.inf),
+    DecodeOptions(beam_size=10**9), DecodeOptions(seed=2**70), DecodeOptions(seed=-1),
+    DecodeOptions(candidates=-1), DecodeOptions(rerank="maybe"),
+    DecodeOptions(method="sample", rerank="mmi", candidates=0),
+    DecodeOptions(mmi_weight=math.nan), DecodeOptions(repetition_penalty=0.5),
+    DecodeOptions(min_length=-2), DecodeOptions(method="beam", beam_size=2, n_best=3),
+    DecodeOptions(top_p=math.nan), DecodeOptions(length_penalty=math.inf),
+])
+def test_bad_decoding_options_are_one_line_errors(options):
+    with pytest.raises(UserError) as error:
+        options.check()
+    assert "\n" not in str(error.value)
+
+
+def test_tiny_temperature_and_top_p_sample_the_best_word():
+    bot = trained_tiny_bot()
+    texts = [normalize(s) for s in SENTENCES]
+    greedy = [r.words for r in reply_batch(bot, texts, DecodeOptions(method="greedy"))]
+    for options in (DecodeOptions(method="sample", temperature=1e-40, seed=0),
+                    DecodeOptions(method="sample", top_p=1e-300, seed=0)):
+        assert [r.words for r in reply_batch(bot, texts, options)] == greedy
