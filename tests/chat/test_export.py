@@ -41,13 +41,19 @@ def test_normalization_matches_training_on_all_mapped_and_sampled_characters():
         assert module.normalize(text) == normalize(text)
 
 
+def token_text(reply) -> str:
+    """The deprecated TorchScript bot shows the model's tokens with punctuation joined back
+    ("i m fine."), not chat.display's English."""
+    return " ".join(reply.words).replace(" .", ".").replace(" !", "!").replace(" ?", "?")
+
+
 def test_greedy_replies_equal_the_eager_model(exported):
     bot, module = exported
     eager = reply_batch(bot, TEXTS)
     assert len({r.text for r in eager}) > 5   # a fitted model: replies differ by input
     for text, reply in zip(TEXTS, eager, strict=True):
         words, score, unknown, truncated, empty = module.reply_with_score(text)
-        assert words == reply.text, text
+        assert words == token_text(reply), text
         assert score == pytest.approx(reply.score, abs=1e-4)
         assert (unknown, truncated, empty) == (reply.unknown_words, reply.truncated, reply.empty)
 
@@ -69,7 +75,7 @@ def test_a_plain_torch_program_loads_and_chats(tmp_path):
                             input=json.dumps(TEXTS), capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [r.text for r in reply_batch(bot, TEXTS)]
+    assert json.loads(result.stdout) == [token_text(r) for r in reply_batch(bot, TEXTS)]
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:DeprecationWarning")
@@ -84,6 +90,6 @@ def test_export_command_on_a_run(tmp_path, capsys):
     module = torch.jit.load(str(out))
     bot = load_trained(run, torch.device("cpu"))
     texts = ["hello", "how are you?", "what is ai?"] + SAFE_BAD_INPUTS
-    assert [module.reply(t) for t in texts] == [r.text for r in reply_batch(bot, texts)]
+    assert [module.reply(t) for t in texts] == [token_text(r) for r in reply_batch(bot, texts)]
     assert cli.main(["chat", "export", "--run", str(tmp_path / "missing"), "--out",
                      str(tmp_path / "x.pt")]) == 2

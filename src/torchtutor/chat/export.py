@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchtutor.chat.decode import PUNCTUATION
+from torchtutor.chat.display import PUNCTUATION
 from torchtutor.chat.text import unicode_to_ascii
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
 from torchtutor.runtime.files import atomic_write_bytes
