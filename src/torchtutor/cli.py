@@ -275,7 +275,14 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=_positive_int, default=64,
                    help="most requests decoded together")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
-                   help="how long to gather requests into one batch (0: no batching)")
+                   help="how long to gather requests into one batch, 0 to 1000 "
+                        "(default 5; 0: no batching)")
+    p.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a request must arrive whole (headers and body) within this; slower "
+                        "connections are closed (default 10)")
+    p.add_argument("--max-connections", type=_positive_int, default=1000,
+                   help="open connections held at most; beyond it the oldest one still "
+                        "waiting for its request is closed, or new ones get 503 (default 1000)")
     p.add_argument("--queue-size", type=_positive_int, default=1024,
                    help="requests waiting beyond this get 503")
     p.add_argument("--threads", type=_positive_int, default=None,

@@ -145,24 +145,30 @@ def stop_server(process: subprocess.Popen, timeout: float = 30.0) -> int:
 
 
 def fake_server_command(port: int, delay: float = 0.0, max_batch: int = 64,
-                        window_ms: float = 5.0) -> list[str]:
+                        window_ms: float = 5.0, *extra: str) -> list[str]:
+    """The stand-in server; `extra` may add --read-timeout S and --max-connections N."""
     return [sys.executable, "-m", "tests.chat.serve_support", "--port", str(port),
-            "--delay", str(delay), "--max-batch", str(max_batch), "--window-ms", str(window_ms)]
+            "--delay", str(delay), "--max-batch", str(max_batch), "--window-ms", str(window_ms),
+            *extra]
 
 
 def _main() -> None:
-    from torchtutor.chat.serve import create_app, run_server
+    from torchtutor.chat.serve import ServerLimits, create_app, run_server
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--window-ms", type=float, default=5.0)
+    parser.add_argument("--read-timeout", type=float, default=10.0)
+    parser.add_argument("--max-connections", type=int, default=1000)
     args = parser.parse_args()
     app = create_app(EchoReplier(delay=args.delay), max_batch=args.max_batch,
                      batch_window_ms=args.window_ms, info={"run": "stand-in"})
     print(f"stand-in server on {args.port}", flush=True)
-    run_server(app, "127.0.0.1", args.port)
+    run_server(app, "127.0.0.1", args.port,
+               ServerLimits(read_timeout_s=args.read_timeout,
+                            max_connections=args.max_connections))
     print("stand-in server stopped", flush=True)
 
 

@@ -9,9 +9,15 @@ The model is loaded once; every request goes through one `MicroBatcher`, which d
 requests that arrive together as one batch. `create_app` takes the decode function itself
 (`replier(texts, options) -> replies`), so tests and benchmarks can serve a stand-in.
 
-Limits: bodies over `max_body_bytes` get 413, out-of-range fields 422 (with a one-line
-`message` beside FastAPI's `detail`), a full queue 503. On SIGTERM uvicorn stops accepting
-connections and waits for the requests in flight; the batcher then drains its queue.
+Limits: bodies over `max_body_bytes` get 413, bodies that are not UTF-8 or nest JSON deeper
+than `MAX_JSON_DEPTH` 400, out-of-range fields 422 (each with a one-line `message`; 422 keeps
+FastAPI's `detail` beside it), a full queue 503. Every response carries the page's security
+headers. The connection machinery (`ServerLimits`, `guarded_protocol`) gives each request
+`read_timeout_s` to arrive whole (headers and body) and holds at most `max_connections`
+open: beyond that the oldest connection still waiting for its request is closed, or, when every
+one is busy, the new one gets 503. On SIGTERM uvicorn stops accepting connections, connections
+still sending their request are dropped, the requests in flight finish, and the batcher drains
+its queue.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from torchtutor.chat import decode
 from torchtutor.chat.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
@@ -50,10 +58,13 @@ from torchtutor.chat.decode import (
 )
 from torchtutor.chat.run_dir import has_backward
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.options import check_count, check_range
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BODY_BYTES = 16 * 1024
+MAX_JSON_DEPTH = 32      # the API's JSON is two levels deep; deeper is an attack on the parser
+MAX_BATCH_WINDOW_MS = 1000.0
 MAX_TEXT_CHARS = 1000
 # Server-side ceilings on decoder work per request (the CLI trusts its user; a server must not).
 MAX_BEAM = decode.MAX_BEAM
@@ -142,6 +153,39 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"message": message}, status_code=status, headers=headers)
 
 
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:      # backslash
+                escaped = True
+            elif byte == 0x22:      # closing quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def body_problem(body: bytes) -> str | None:
+    """Why a request body cannot be parsed safely as JSON text, or None."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"request body is not valid UTF-8 (byte {exc.start})"
+    if json_depth(body) > MAX_JSON_DEPTH:
+        return f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
 # --- request body limit ---------------------------------------------------------------------
 
 class BodySizeLimit:
@@ -180,6 +224,10 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        problem = body_problem(body) if body else None
+        if problem is not None:
+            await _error(400, problem)(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> dict:
@@ -190,6 +238,34 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class SecurityHeaders:
+    """ASGI middleware: the page's security headers on every response (API, static files).
+
+    FastAPI's /docs page loads its script from a CDN, so it keeps everything but the CSP.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+        self.all = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()]
+        self.no_csp = [h for h in self.all if h[0] != b"content-security-policy"]
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.no_csp if scope.get("path", "").startswith(("/docs", "/redoc")) \
+            else self.all
+
+        async def with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *(h for h in extra if h[0] not in have)]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _client_gone(request: Request) -> None:
@@ -221,6 +297,7 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
     """
     defaults = default_options or DecodeOptions()
     defaults.check()
+    check_batch_window(batch_window_ms)
     batcher = MicroBatcher(replier, max_batch=max_batch, window_s=batch_window_ms / 1000.0,
                            queue_size=queue_size)
 
@@ -235,6 +312,14 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                   description="A seq2seq chatbot with Luong attention, micro-batched.")
     app.state.batcher = batcher
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404, 405 and FastAPI's own 400s get the API's one-line `message` too.
+        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"message": detail, "detail": exc.detail},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -275,7 +360,7 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
             return _error(500, f"decoding failed: {type(exc).__name__}")
         return _as_response(reply, has_unk)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "batching": batcher.batching, "max_batch": batcher.max_batch,
                 "batch_window_ms": batch_window_ms, "queue": batcher.waiting,
@@ -283,12 +368,113 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
                 "defaults": dataclasses.asdict(defaults), "model": info or {}}
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+# --- connections: read deadlines, a cap, and a shutdown that drops stalled readers ------------
+
+@dataclass(frozen=True)
+class ServerLimits:
+    read_timeout_s: float = 10.0    # a request's headers and body must arrive within this
+    max_connections: int = 1000     # open connections held at most (each is a file descriptor)
+    graceful_timeout_s: float = 30.0   # on SIGTERM, the longest wait for requests in flight
+
+    def check(self) -> None:
+        check_range("--read-timeout", self.read_timeout_s, 0, 3600, low_open=True)
+        check_count("--max-connections", self.max_connections, 1, 100_000)
+        check_range("graceful shutdown timeout", self.graceful_timeout_s, 0, 3600)
+
+
+_BUSY_BODY = b'{"message": "server busy: too many open connections; try again shortly"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+         b"retry-after: 1\r\nconnection: close\r\n"
+         + f"content-length: {len(_BUSY_BODY)}\r\n\r\n".encode() + _BUSY_BODY)
+
+
+def guarded_protocol(limits: ServerLimits) -> type:
+    """uvicorn's h11 protocol with a read deadline per request and a cap on connections.
+
+    uvicorn itself never times out a connection that has not sent a whole request, so a
+    client that opens a socket and stalls holds a file descriptor (and, mid-body, delays a
+    shutdown) for ever. Here every request must arrive whole within `read_timeout_s` of the
+    connection opening or of the previous response. At the cap, the oldest connection still
+    waiting for a request is closed to make room (slow-loris clients are the ones waiting);
+    if every connection is busy with a request, the new one gets 503.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    opened: dict[Any, float] = {}   # protocol -> open time, oldest first
+    waiting_states = (h11.IDLE, h11.SEND_BODY)
+    # Only a connection that has waited this long may be closed to make room: one that opened
+    # a moment ago is most likely a real client whose request is on its way.
+    evictable_after_s = min(1.0, limits.read_timeout_s / 2)
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_at = 0.0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            opened[self] = time.monotonic()
+            self._arm()
+            if len(opened) > limits.max_connections and not self._make_room():
+                transport.write(_BUSY)
+                transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            opened.pop(self, None)
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()   # the next request on a kept-alive connection gets the same time
+
+        def reading_request(self) -> bool:
+            """Whether this connection is still waiting for (part of) a request."""
+            return self.conn.their_state in waiting_states
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._armed_at = time.monotonic()
+            self._deadline = self.loop.call_later(limits.read_timeout_s, self._read_timed_out)
+
+        def _read_timed_out(self) -> None:
+            if self.reading_request() and not self.transport.is_closing():
+                self._drop()
+
+        def _drop(self) -> None:
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True    # the app sees http.disconnect
+                self.cycle.message_event.set()
+            self.transport.close()
+
+        def _make_room(self) -> bool:
+            old = time.monotonic() - evictable_after_s
+            for other in opened:
+                if other is not self and other._armed_at <= old and other.reading_request() \
+                        and not other.transport.is_closing():
+                    other._drop()
+                    return True
+            return False
+
+        def shutdown(self) -> None:
+            # A request still being sent will never be finished in time: drop it now instead
+            # of waiting out the graceful timeout and cancelling it with a traceback.
+            if self.reading_request():
+                self._drop()
+                return
+            super().shutdown()
+
+    return GuardedH11Protocol
 
 
 # --- the command ----------------------------------------------------------------------------
@@ -304,7 +490,7 @@ class ServeConfig:
     device: str = "auto"
     threads: int | None = None
     options: DecodeOptions = field(default_factory=DecodeOptions)
-    graceful_timeout_s: float = 30.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
@@ -341,7 +527,12 @@ def build_app(config: ServeConfig) -> FastAPI:
                       has_unk=info["has_unk"], has_backward=info["has_backward"], info=info)
 
 
-def run_server(app: FastAPI, host: str, port: int, graceful_timeout_s: float = 30.0) -> None:
+def check_batch_window(batch_window_ms: float) -> float:
+    # Unbounded, a window of `inf` would keep a lone request waiting for company for ever.
+    return check_range("--batch-window-ms", batch_window_ms, 0, MAX_BATCH_WINDOW_MS)
+
+
+def run_server(app: FastAPI, host: str, port: int, limits: ServerLimits | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, return.
 
     uvicorn re-raises the stop signal once it has shut down (so a default handler would kill
@@ -350,9 +541,12 @@ def run_server(app: FastAPI, host: str, port: int, graceful_timeout_s: float = 3
     """
     import uvicorn
 
+    limits = limits or ServerLimits()
+    limits.check()
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
-        timeout_graceful_shutdown=graceful_timeout_s, lifespan="on"))
+        http=guarded_protocol(limits), timeout_graceful_shutdown=limits.graceful_timeout_s,
+        lifespan="on"))
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda *_: None)
@@ -369,10 +563,9 @@ def run_server(app: FastAPI, host: str, port: int, graceful_timeout_s: float = 3
 
 
 def serve(config: ServeConfig) -> None:
-    if not 0 <= config.port <= 65535:
-        raise UserError(f"--port must be in 0..65535, not {config.port}")
-    if config.batch_window_ms < 0:
-        raise UserError(f"--batch-window-ms must be 0 or more, not {config.batch_window_ms}")
+    check_count("--port", config.port, 0, 65535)
+    check_batch_window(config.batch_window_ms)
+    config.limits.check()
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -384,7 +577,7 @@ def serve(config: ServeConfig) -> None:
         print(f"serving {config.run} on http://{config.host}:{config.port}/  "
               f"(micro-batching {batching}; {torch.get_num_threads()} decode thread(s); "
               "Ctrl-C or SIGTERM stops)", flush=True)
-        run_server(app, config.host, config.port, config.graceful_timeout_s)
+        run_server(app, config.host, config.port, config.limits)
     finally:
         torch.set_num_threads(previous_threads)
     print("server stopped", file=sys.stderr, flush=True)
@@ -394,7 +587,9 @@ def main(args: Any) -> int:
     config = ServeConfig(run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, queue_size=args.queue_size,
                          device=args.device, threads=args.threads,
-                         options=options_from_args(args, has_backward(args.run)))
+                         options=options_from_args(args, has_backward(args.run)),
+                         limits=ServerLimits(read_timeout_s=args.read_timeout,
+                                             max_connections=args.max_connections))
     serve(config)
     return 0
 

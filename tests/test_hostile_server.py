@@ -1,0 +1,133 @@
+"""The server against hostile clients: stalled connections, a flood beyond the cap, bodies
+that are not UTF-8 or nest too deeply, HEAD, security headers, SIGTERM with stalled readers."""
+
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.chat.serve_support import (
+    EchoReplier,
+    fake_server_command,
+    free_port,
+    start_server,
+    stop_server,
+)
+from torchtutor.chat.serve import PAGE_HEADERS, ServeConfig, create_app, serve
+from torchtutor.runtime.errors import UserError
+
+HALF_HEADERS = b"POST /api/reply HTTP/1.1\r\nHost: x\r\nContent-Type: applic"
+HALF_BODY = (b"POST /api/reply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: 100\r\n\r\n{\"text\": \"hel")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(EchoReplier())) as c:
+        yield c
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"text": "hi \xff\xfe"}', "not valid UTF-8"),
+    (b'{"text": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "deeper than 32"),
+])
+def test_undecodable_or_deep_bodies_are_400_with_a_message(client, body, words):
+    response = client.post("/api/reply", content=body,
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert words in response.json()["message"] and "\n" not in response.json()["message"]
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(client):
+    response = client.post("/api/reply", json={"text": "[[[[" * 20 + " hello"})
+    assert response.status_code == 200
+
+
+def test_head_and_security_headers_everywhere(client):
+    for path in ("/", "/healthz"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b""
+    for response in (client.get("/static/app.js"), client.get("/healthz"),
+                     client.post("/api/reply", json={"text": ""}),
+                     client.post("/api/reply", content=b"x" * 20000), client.get("/nowhere")):
+        for name, value in PAGE_HEADERS.items():
+            assert response.headers[name] == value, (response.url, name)
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["message"]
+
+
+@pytest.mark.parametrize("window", [float("inf"), float("nan"), -1.0, 1e9])
+def test_batch_window_is_bounded(window):
+    with pytest.raises(UserError, match="--batch-window-ms"):
+        create_app(EchoReplier(), batch_window_ms=window)
+    with pytest.raises(UserError, match="--batch-window-ms"):
+        serve(ServeConfig(run="nowhere", batch_window_ms=window))
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def test_stalled_connections_are_closed_and_a_flood_past_the_cap_serves_others():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_server(fake_server_command(port, 0.0, 64, 5.0, "--read-timeout", "1.5",
+                                               "--max-connections", "20"), port)
+    try:
+        stalled = []
+        for i in range(60):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(HALF_HEADERS if i % 2 else HALF_BODY)
+            stalled.append(sock)
+        time.sleep(1.2)   # the first ones are now old enough to make room for new clients
+        for i in range(3):
+            response = httpx.post(url + "/api/reply", json={"text": f"hello {i}"}, timeout=5)
+            assert response.json()["reply"] == f"echo: {i} hello"
+        started = time.monotonic()
+        assert all(_closed_within(s, 3.0) for s in stalled)
+        assert time.monotonic() - started < 3.0
+        for s in stalled:
+            s.close()
+    finally:
+        assert stop_server(process) == 0
+
+
+def test_sigterm_with_stalled_readers_exits_at_once_without_a_traceback():
+    port = free_port()
+    process = start_server(fake_server_command(port), port)   # read timeout 10 s
+    held = []
+    try:
+        for payload in [HALF_HEADERS] * 5 + [HALF_BODY] * 5:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(payload)
+            held.append(sock)
+        time.sleep(0.3)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "stand-in server stopped" in line:
+                break
+        stopped = time.monotonic() - started
+        process.wait(60)
+        output = "".join(lines) + process.stdout.read()
+    finally:
+        for s in held:
+            s.close()
+        stop_server(process)
+    assert process.returncode == 0
+    assert "Traceback" not in output and "CancelledError" not in output, output
+    # Before, a stalled body held the exit for the whole 30 s graceful timeout.
+    assert stopped < 3.0, output
