@@ -12,7 +12,8 @@ times the exit; it reports the exit code and whether the server printed a traceb
 The server is the real command on a tiny run that the bench trains first (hidden 16, 5
 steps, a few seconds), so the figures measure the HTTP machinery, not decoding.
 
-    python bench/serve_stall.py [--stalled 3000] [--read-timeout 5] [--max-connections 1000]
+    python bench/serve_stall.py [--stalled 3000] [--rate 300] [--read-timeout 5]
+                                [--max-connections 1000]
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ async def probe(port: int, stop: asyncio.Event, latencies: list, failures: list)
         await asyncio.sleep(0.05)
 
 
-async def flood(port: int, pid: int, count: int, read_timeout: float) -> dict:
+async def flood(port: int, pid: int, count: int, read_timeout: float, rate: float) -> dict:
     opened: list[float] = []
     closed: list[float] = []
     latencies: list[float] = []
@@ -132,9 +133,14 @@ async def flood(port: int, pid: int, count: int, read_timeout: float) -> dict:
     gate = asyncio.Semaphore(200)   # connections being opened at once
     prober = asyncio.ensure_future(probe(port, stop, latencies, failures))
     started = time.monotonic()
-    tasks = [asyncio.ensure_future(stalled(port, HALF_HEADERS, opened, closed, gate))
-             for _ in range(count)]
+    tasks = []
     peak_fds = open_fds(pid)
+    for i in range(count):   # at `rate` a second, so the clock measures the server, not the
+        tasks.append(asyncio.ensure_future(   # kernel's queue of connections not yet accepted
+            stalled(port, HALF_HEADERS, opened, closed, gate)))
+        if i % 50 == 49:
+            peak_fds = max(peak_fds, open_fds(pid))
+            await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
     deadline = started + read_timeout + 30
     while time.monotonic() < deadline and not all(t.done() for t in tasks):
         peak_fds = max(peak_fds, open_fds(pid))
@@ -208,6 +214,8 @@ def main() -> None:
                         help="the server's --read-timeout in seconds (5)")
     parser.add_argument("--max-connections", type=int, default=1000,
                         help="the server's --max-connections (1000)")
+    parser.add_argument("--rate", type=float, default=300.0,
+                        help="stalled connections opened per second (300)")
     parser.add_argument("--shutdown-stalled", type=int, default=100,
                         help="connections stalled in headers, and as many in bodies, at the "
                              "SIGTERM (100)")
@@ -217,7 +225,8 @@ def main() -> None:
         port = free_port()
         process = start_server(run, port, args.read_timeout, args.max_connections)
         try:
-            result = asyncio.run(flood(port, process.pid, args.stalled, args.read_timeout))
+            result = asyncio.run(flood(port, process.pid, args.stalled, args.read_timeout,
+                                       args.rate))
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -228,7 +237,8 @@ def main() -> None:
         down = shutdown_phase(run, args.shutdown_stalled, args.read_timeout,
                               args.max_connections)
     print(f"server: --read-timeout {args.read_timeout:g} s, --max-connections "
-          f"{args.max_connections}; {os.cpu_count()} cores")
+          f"{args.max_connections}; {args.stalled} stalled opened at {args.rate:g}/s; "
+          f"{os.cpu_count()} cores")
     print(f"{'measure':44} {'value':>12}")
     rows = [
         ("stalled connections opened", f"{result['opened']}"),

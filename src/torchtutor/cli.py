@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except PermissionError as exc:  # e.g. a corpus or data folder the user may not read
+        print(f"error: {exc.filename or 'a file'}: permission denied", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     return int(result or 0)

@@ -16,7 +16,7 @@ from torchtutor.chat.display import display_text
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write_bytes
+from torchtutor.runtime.files import atomic_write_bytes, output_file
 
 
 @dataclass
@@ -71,11 +71,20 @@ class AttentionConfig:
     device: str
 
 
+def _is_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
 def main(args) -> int:
     from torchtutor.chat.run_dir import load_trained
 
     config = AttentionConfig(run=args.run, text=" ".join(args.text), out=args.out,
                              device=args.device)
+    output_file(config.out, replaceable=_is_png)   # a folder or an unrelated file: refused
     bot = load_trained(config.run, resolve_device(config.device))
     amap = attention_map(bot, config.text)
     path = plot_attention(amap, config.out)

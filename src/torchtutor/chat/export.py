@@ -20,6 +20,7 @@ import os
 import sys
 import unicodedata
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from torch import nn
 from torchtutor.chat.display import PUNCTUATION
 from torchtutor.chat.text import unicode_to_ascii
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
-from torchtutor.runtime.files import atomic_write_bytes
+from torchtutor.runtime.files import atomic_write_bytes, output_file
 
 ASCII_KEPT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"
 
@@ -226,10 +227,21 @@ class ExportConfig:
     out: str
 
 
+def is_previous_export(path: Path) -> bool:
+    """Whether `path` is a file `chat export` wrote (a TorchScript zip with our metadata)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("extra/torchtutor.json") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def main(args) -> int:
     from torchtutor.chat.run_dir import load_trained
 
     config = ExportConfig(run=args.run, out=args.out)
+    # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
+    output_file(config.out, replaceable=is_previous_export)
     bot = load_trained(config.run, torch.device("cpu"))
     module = export_chatbot(bot)
     metadata = {"format": "torchtutor-chatbot-torchscript", "version": 1,

@@ -8,6 +8,7 @@ log-probability; null for an input with no words).
 
 import io
 import json
+import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def json_score(score: float) -> float | None:
+    """A score JSON can hold: NaN and infinities (not JSON) become null."""
+    return round(score, 4) if math.isfinite(score) else None
+
+
 def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json: bool,
                 out: TextIO, err: TextIO, batch_size: int = DEFAULT_BATCH) -> int:
     """Write one reply per input line to `out` (notices to `err`); return how many."""
@@ -54,13 +60,13 @@ def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json:
         for text, reply in zip(chunk, reply_batch(bot, chunk, options), strict=True):
             if as_json:
                 record = {"input": text, "reply": reply.text, "tokens": " ".join(reply.words),
-                          "score": None if reply.empty else round(reply.score, 4),
+                          "score": None if reply.empty else json_score(reply.score),
                           "unknown_words": reply.unknown_words, "truncated": reply.truncated,
                           "empty": reply.empty}
                 if reply.alternatives:
-                    record["alternatives"] = [{"reply": t, "score": round(s, 4)}
+                    record["alternatives"] = [{"reply": t, "score": json_score(s)}
                                               for t, s in reply.alternatives]
-                print(json.dumps(record), file=out)
+                print(json.dumps(record, allow_nan=False), file=out)
             else:
                 print(reply.text, file=out)
                 for note in notices(reply, bot.vocab.has_unk):

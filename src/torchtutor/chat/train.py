@@ -45,6 +45,7 @@ from torchtutor.runtime.checkpoint import (
 )
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write, check_folder, make_folder, remove_stale_temps
+from torchtutor.runtime.options import check_count, check_positive, check_range, check_seed
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
@@ -633,6 +634,26 @@ def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: flo
 RESUMABLE = ("steps", "epochs", "time_budget", "device", "eval_every", "checkpoint_every")
 
 
+def check_length_options(args) -> None:
+    """--steps, --epochs and --time-budget: finite and positive (NaN once trained for ever)."""
+    if args.epochs is not None:
+        check_positive("--epochs", args.epochs)
+    if args.time_budget is not None:
+        check_positive("--time-budget", args.time_budget)
+
+
+def check_train_numbers(config: TrainConfig, dropout: float) -> None:
+    """Every numeric training option, through the one validation layer (runtime/options.py)."""
+    check_range("--teacher-forcing", config.teacher_forcing, 0, 1)
+    for flag, value in (("--lr", config.lr), ("--decoder-lr-ratio", config.decoder_lr_ratio),
+                        ("--clip", config.clip)):
+        check_positive(flag, value)
+    check_range("--adam-beta2", config.adam_beta2, 0, 1, high_open=True)
+    check_count("--warmup-steps", config.warmup_steps, 0)
+    check_range("--dropout", dropout, 0, 1, high_open=True)
+    check_seed("--seed", config.seed)
+
+
 def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
     """Turn `chat train` arguments into (train config, model params, data config, epochs).
 
@@ -645,13 +666,10 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
         value = getattr(args, name, None)
         return recipe[name] if value is None else value
 
+    check_length_options(args)
     steps = args.steps
     if steps is None and args.epochs is None and args.time_budget is None:
         steps = recipe["steps"]
-    if args.epochs is not None and args.epochs <= 0:
-        raise UserError("--epochs must be positive")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise UserError("--time-budget must be positive")
     config = TrainConfig(
         out=_run_folder(args), recipe=recipe_name, tutorial_compat=args.tutorial_compat,
         direction=args.direction,
@@ -664,17 +682,8 @@ def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | N
             "teacher_forcing", "warmup_steps",
             "schedule", "bucket", "precision", "eval_every", "checkpoint_every",
             "backward")})
-    if not 0.0 <= config.teacher_forcing <= 1.0:
-        raise UserError("--teacher-forcing must be in [0, 1]")
-    if config.lr <= 0 or config.decoder_lr_ratio <= 0 or config.clip <= 0:
-        raise UserError("--lr, --decoder-lr-ratio and --clip must be positive")
-    if not 0.0 <= config.adam_beta2 < 1.0:
-        raise UserError("--adam-beta2 must be in [0, 1)")
-    if config.warmup_steps < 0:
-        raise UserError("--warmup-steps must be at least 0")
     model_params = {name: pick(name) for name in MODEL_KEYS}
-    if not 0.0 <= model_params["dropout"] < 1.0:
-        raise UserError("--dropout must be in [0, 1)")
+    check_train_numbers(config, model_params["dropout"])
     data = PrepareConfig(corpus=args.corpus, max_length=args.max_length,
                          min_count=args.min_count, oov=args.oov,
                          valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
@@ -704,6 +713,7 @@ def _run_folder(args) -> str:
 def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
     """The stored configs of RUN_DIR, with a new length, device or eval/save cadence."""
     config, model_params, data = _stored_configs(_run_folder(args))
+    check_length_options(args)
     if args.steps is not None or args.epochs is not None or args.time_budget is not None:
         config.steps, config.time_budget = args.steps, args.time_budget
     for name in ("eval_every", "checkpoint_every"):

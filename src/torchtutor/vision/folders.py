@@ -24,11 +24,26 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test"}
 # Below this many files the process pool costs more than it saves.
 _PARALLEL_MIN = 4000
+# The one decode guard: an image may hold at most this many pixels (a 48 KB PNG can declare
+# 20000 x 20000, 1.2 GB decoded). Pillow's own limit warns below 2x and raises above; here
+# anything larger is refused before decoding, as a ValueError like any other bad image.
+MAX_PIXELS = 64_000_000
+
+
+class ImageTooLarge(ValueError):
+    pass
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Bytes of any image file -> (size, size, 3) uint8 RGB; raises on unreadable data."""
+    """Bytes of any image file -> (size, size, 3) uint8 RGB; raises on unreadable data.
+
+    Raises ImageTooLarge (a ValueError) for an image over MAX_PIXELS, before decoding it.
+    """
     with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageTooLarge(f"image too large to decode safely ({width}x{height} pixels; "
+                                f"the limit is {MAX_PIXELS:,})")
         img.draft("RGB", (size, size))  # lets JPEG decode at a reduced scale when it is large
         rgb = img.convert("RGB")
     if rgb.size != (size, size):
@@ -44,7 +59,8 @@ def _decode_chunk(job: tuple[list[bytes], int]) -> tuple[np.ndarray, list[int]]:
     for i, data in enumerate(blobs):
         try:
             out[i] = decode_image(data, size)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError):
             failed.append(i)
     return out, failed
 
@@ -177,16 +193,26 @@ def read_image_tar(path: Path, size: int = 32, per_class: int | None = None) -> 
         with tarfile.open(path, "r:*") as tar:
             blobs: list[bytes] = []
             paths: list[tuple[str, ...]] = []
+            outside: list[str] = []
             for member in tar:  # streaming: a .tar.gz is read once, front to back
                 if not member.isfile() or not _is_image(member.name):
                     continue
                 handle = tar.extractfile(member)
                 if handle is None:
                     continue
+                parts = tuple(p for p in Path(member.name).parts if p not in ("", "."))
+                if Path(member.name).is_absolute() or ".." in parts:
+                    # A member outside the tree (`../x/y.png`, `/etc/x.png`) would otherwise
+                    # become a class of its own and relabel the whole set.
+                    outside.append(member.name)
+                    continue
                 blobs.append(handle.read())
-                paths.append(tuple(p for p in Path(member.name).parts if p not in ("", ".")))
+                paths.append(parts)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise UserError(f"{path} is not a readable tar archive ({str(exc)[:100]})") from None
+    if outside:
+        print(f"warning: skipped {len(outside)} member(s) of {path} outside its tree: "
+              f"{', '.join(outside[:3])}", file=sys.stderr)
     if not blobs:
         raise UserError(f"{path} holds no image files")
     return _build(paths, blobs.__getitem__, size, str(path), per_class)

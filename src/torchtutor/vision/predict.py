@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from torchtutor.runtime.device import resolve_device
 from torchtutor.vision.data import IMAGE_SIZE
@@ -36,6 +36,8 @@ def read_image(path: str) -> torch.Tensor:
         array = decode_image(file.read_bytes(), IMAGE_SIZE)
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large to decode safely ({str(exc)[:80]})") from None
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"damaged image ({str(exc)[:80]})") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

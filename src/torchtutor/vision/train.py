@@ -32,6 +32,7 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
+from torchtutor.runtime.options import check_positive, check_seed
 from torchtutor.runtime.progress import MetricsLog, progress
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
@@ -110,7 +111,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+def check_options(args) -> None:
+    """The numeric options, through the one validation layer (runtime/options.py)."""
+    if getattr(args, "lr", None) is not None:
+        check_positive("--lr", args.lr)
+    if getattr(args, "time_budget", None) is not None:
+        check_positive("--time-budget", args.time_budget)
+    if getattr(args, "epochs", None) is not None:
+        check_positive("--epochs", args.epochs)
+    check_seed("--seed", args.seed)
+
+
 def config_from_args(args) -> TrainConfig:
+    check_options(args)
     recipe = args.recipe or args.model
     values = dict(RECIPES[recipe])
     for name in ("epochs", "batch_size", "lr"):
