@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import re
@@ -591,5 +592,9 @@ def main(args: Any) -> int:
                          limits=ServerLimits(read_timeout_s=args.read_timeout,
                                              max_connections=args.max_connections))
     serve(config)
+    # The process exits next. Its final garbage collection walks every object torch and the
+    # server made: 4-6 s of a SIGTERM's exit on the loaded 2-core machine (bench/RESULTS.md,
+    # serve_stall). Frozen objects are skipped; nothing is left to collect that matters.
+    gc.freeze()
     return 0
 
