@@ -47,12 +47,9 @@ DECODERS = {
     "greedy": DecodeOptions(method="greedy"),
     "beam 5": DecodeOptions(method="beam", beam_size=5),
     "top-p 0.9": DecodeOptions(method="sample", top_p=0.9, seed=0),
-    "beam 10 + mmi": dataclasses.replace(BEST_DECODING, candidates=0),
-    "16 samples + mmi": dataclasses.replace(BEST_DECODING, method="sample", candidates=16),
-    "default (beam + samples + mmi)": BEST_DECODING,
-    "default + min length 3": dataclasses.replace(BEST_DECODING, min_length=3),
+    "default (beam 16 + mmi 5, bonus 2)": BEST_DECODING,
 }
-DEFAULT_NAME = "default (beam + samples + mmi)"
+DEFAULT_NAME = "default (beam 16 + mmi 5, bonus 2)"
 
 
 def cpu_name() -> str:
@@ -118,16 +115,19 @@ def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
     return results
 
 
-def grid(bot, pairs, weights: list[float], bonuses: list[float]) -> None:
+def grid(bot, pairs, weights: list[float], bonuses: list[float],
+         only: list[str] | None = None) -> None:
     """Rerank one candidate pool per source under every (weight, bonus): valid split only."""
     queries = [q for q, _ in pairs]
     references = [r for _, r in pairs]
     sources = {"beam 10": dataclasses.replace(BEST_DECODING, candidates=0),
+               "beam 16": dataclasses.replace(BEST_DECODING, beam_size=16, candidates=0),
                "beam 10 + 8 samples": BEST_DECODING,
                "beam 10 + 16 samples": dataclasses.replace(BEST_DECODING, candidates=16),
                "beam 5 + 8 samples": dataclasses.replace(BEST_DECODING, beam_size=5),
                "16 samples": dataclasses.replace(BEST_DECODING, method="sample",
                                                  candidates=16)}
+    sources = {name: options for name, options in sources.items() if not only or name in only}
     ids = [prepare_input(bot.vocab, q, bot.max_length).ids for q in queries]
     print(HEADER.replace("decoder" + " " * 25, "source, weight, bonus".ljust(32)))
     for source, options in sources.items():
@@ -172,6 +172,9 @@ def main() -> int:
                         help="MMI weights for --grid (default: %(default)s)")
     parser.add_argument("--bonuses", default="0,0.25,0.5,1",
                         help="length bonuses for --grid (default: %(default)s)")
+    parser.add_argument("--sources", default="",
+                        help="comma-separated candidate sources for --grid, empty: all "
+                             "(default: all)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
@@ -193,7 +196,8 @@ def main() -> int:
     print("(* relevance is what MMI reranks by: partly optimised by that decoder)")
     if args.grid:
         grid(bot, pairs, [float(w) for w in args.weights.split(",")],
-             [float(b) for b in args.bonuses.split(",")])
+             [float(b) for b in args.bonuses.split(",")],
+             [name for name in args.sources.split(",") if name])
         return 0
     results = table(bot, pairs, args.latency_queries)
     best, greedy = results[DEFAULT_NAME], results["greedy"]

@@ -8,11 +8,42 @@ import pytest
 from tests.chat.inference_helpers import SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor import cli
 from torchtutor.chat.decode import DecodeOptions
-from torchtutor.chat.evaluate import distinct_n, evaluate_pairs, format_report, teacher_forced_loss
+from torchtutor.chat.evaluate import (
+    distinct_n,
+    evaluate_pairs,
+    format_report,
+    generic_rate,
+    relevance,
+    teacher_forced_loss,
+    unique_replies,
+)
 from torchtutor.chat.text import normalize
+from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
 
 PAIRS = [(normalize(q), normalize(r)) for q, r in zip(SENTENCES, SENTENCES[1:], strict=False)]
+
+
+def test_generic_rate_and_unique_replies_by_hand():
+    replies = [["i", "don", "t", "know", "."]] * 3 + [["yes", "."], ["no", "."]]
+    assert generic_rate(replies) == pytest.approx(3 / 5)
+    assert unique_replies(replies) == pytest.approx(3 / 5)
+    assert generic_rate([]) == 0.0 and unique_replies([]) == 0.0
+
+
+def test_relevance_prefers_a_reply_that_predicts_the_query():
+    # relevance(model, ...) reads log p(query | reply) with `model` encoding the reply. The
+    # tiny bot is fitted to follow SENTENCES[i] with SENTENCES[i + 1], so as a stand-in
+    # "backward" model it finds SENTENCES[1] likely after SENTENCES[0], not after SENTENCES[5].
+    bot = trained_tiny_bot()
+    vocab = bot.vocab
+    target = normalize(SENTENCES[1])
+
+    def ids(i):
+        return vocab.encode(normalize(SENTENCES[i]))[0] + [EOS]
+
+    assert relevance(bot.model, vocab, [target], [ids(0)]) > \
+        relevance(bot.model, vocab, [target], [ids(5)]) + 1.0
 
 
 def test_distinct_n_by_hand():
@@ -64,10 +95,15 @@ def test_evaluate_command_json_on_the_runs_test_split(capsys):
     run = str(tiny_run())
     capsys.readouterr()
     assert cli.main(["chat", "evaluate", "--run", run, "--json", "--device", "cpu"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    for key in ("loss", "perplexity", "bleu", "distinct_1", "distinct_2"):
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    for key in ("loss", "perplexity", "bleu", "distinct_1", "distinct_2", "generic_rate",
+                "unique_replies", "avg_reply_length"):
         assert isinstance(result[key], float) and math.isfinite(result[key])
+    assert 0 < result["generic_rate"] <= 1 and 0 < result["unique_replies"] <= 1
     assert result["pairs"] > 10 and result["source"] == "test split"
+    assert result["relevance"] is None   # this run has no backward model
+    assert "detokenize" not in captured.err   # sacrebleu is told the text is tokenized
     assert cli.main(["chat", "evaluate", "--run", run, "--split", "valid", "--samples", "2",
                      "--decoder", "beam", "--beam-size", "3"]) == 0
     table = capsys.readouterr().out

@@ -130,3 +130,38 @@ def test_tiny_temperature_and_top_p_sample_the_best_word():
     for options in (DecodeOptions(method="sample", temperature=1e-40, seed=0),
                     DecodeOptions(method="sample", top_p=1e-300, seed=0)):
         assert [r.words for r in reply_batch(bot, texts, options)] == greedy
+
+
+def _flags(**given):
+    from torchtutor.cli import build_parser
+
+    argv = ["chat", "reply", "--run", "R"]
+    for name, value in given.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return build_parser().parse_args(argv)
+
+
+def test_the_default_decoder_and_greedy_one_flag_away():
+    from torchtutor.chat.decode import BEST_DECODING, options_from_args
+
+    assert options_from_args(_flags(), has_backward=True) == BEST_DECODING
+    assert options_from_args(_flags(), has_backward=False) == DecodeOptions()
+    greedy = options_from_args(_flags(decoder="greedy"), has_backward=True)
+    assert greedy.method == "greedy" and greedy.rerank == "none"
+    tuned = options_from_args(_flags(mmi_weight=1.5), has_backward=True)
+    assert tuned.rerank == "mmi" and tuned.mmi_weight == 1.5 and tuned.method == "beam"
+    with pytest.raises(UserError, match="backward model"):
+        options_from_args(_flags(rerank="mmi"), has_backward=False)
+    with pytest.raises(UserError):
+        options_from_args(_flags(beam_size=10**9), has_backward=True)
+
+
+@pytest.mark.parametrize("flags", [["--beam-size", "1000000000"], ["--seed", str(2**70)],
+                                   ["--temperature", "nan"], ["--candidates", "-1"],
+                                   ["--rerank", "mmi", "--mmi-weight", "inf"]])
+def test_the_command_line_refuses_bad_decoding_options_in_one_line(flags, tmp_path, capsys):
+    from torchtutor import cli
+
+    assert cli.main(["chat", "reply", "--run", str(tmp_path), *flags, "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
