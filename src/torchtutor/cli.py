@@ -38,15 +38,36 @@ def _fraction(text: str) -> float:
 # --- lessons -------------------------------------------------------------------------------
 
 def _add_lessons(sub: argparse._SubParsersAction) -> None:
-    lesson = sub.add_parser("lesson", help="the 60-minute blitz as narrated, runnable lessons",
-                            description="Run one lesson of the blitz on a chosen device.")
+    lesson = sub.add_parser("lesson", help="the notes as narrated, runnable lessons",
+                            description="Run one lesson of the notes on a chosen device, or "
+                                        "write it as a Jupyter notebook.")
     lessons = lesson.add_subparsers(dest="lesson", metavar="LESSON", required=True)
     for name, text in [("tensors", "creation, indexing, view, item, NumPy bridge, devices"),
                        ("autograd", "requires_grad, grad_fn, backward, accumulation, no_grad"),
-                       ("networks", "nn.Module, parameters, losses, the optimizer loop")]:
+                       ("networks", "nn.Module, parameters, losses, the optimizer loop"),
+                       ("classifier", "CIFAR-10: Dataset and DataLoader, the notes' net, "
+                                      "training, testing, accuracy per class, devices"),
+                       ("chatbot", "the chatbot tutorial: corpus, normalization, vocabulary, "
+                                   "batches, encoder, attention, loss, training, greedy "
+                                   "decoding")]:
         p = lessons.add_parser(name, help=text, description=text)
         _device(p)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--notebook", default=None, metavar="FILE.ipynb",
+                       help="write the lesson as a Jupyter notebook instead of running it "
+                            "(needs the 'notebooks' extra; default: run it)")
+        if name == "classifier":
+            p.add_argument("--data", default=None, metavar="PATH",
+                           help="a CIFAR-10 image tree (folder, tar/tar.gz, or a folder holding "
+                                "one), the official archive or its folder, or 'cifar10' (the "
+                                "cached download); default: a small generated set")
+        if name == "chatbot":
+            p.add_argument("--corpus", default="chatterbot",
+                           help="a Cornell folder (original format), another corpus path, or "
+                                "'chatterbot' (the bundled corpus; the default)")
+            p.add_argument("--max-lines", type=int, default=20000, metavar="N",
+                           help="read only the first N lines of a Cornell movie_lines.txt, "
+                                "for speed (0: all; default: 20000)")
         _handler(p, f"torchtutor.lessons.{name}:main")
 
 

@@ -1,12 +1,12 @@
 """Lesson 2, autograd: requires_grad, grad_fn, backward, accumulation and no_grad."""
 
 import argparse
+import sys
 
 import torch
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.runtime.device import resolve_device
-from torchtutor.runtime.seeding import seed_everything
+from torchtutor.lessons.runner import run_lesson
 
 
 def demo_tracking(device: torch.device) -> dict[str, object]:
@@ -95,6 +95,4 @@ def run(device: torch.device) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    seed_everything(args.seed)
-    run(resolve_device(args.device))
-    return 0
+    return run_lesson(sys.modules[__name__], args)

@@ -10,9 +10,12 @@ class Narrator:
         self.section = 0
         print(f"=== {title} (device: {device}) ===")
 
-    def step(self, heading: str, prose: str) -> None:
+    def step(self, heading: str, prose: str, real: str | None = None) -> None:
+        """A numbered section; `real` names the torchtutor code that does this step for real."""
         self.section += 1
         print(f"\n{self.section}. {heading}\n   {prose}")
+        if real:
+            print(f"   In torchtutor: {real}")
 
     def show(self, label: str, value: object) -> None:
         text = str(value).replace("\n", "\n      ")

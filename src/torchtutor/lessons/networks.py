@@ -1,14 +1,14 @@
 """Lesson 3, networks: an nn.Module, its parameters, a loss, backprop and the optimizer loop."""
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.runtime.device import resolve_device
-from torchtutor.runtime.seeding import seed_everything
+from torchtutor.lessons.runner import run_lesson
 
 
 class LeNet(nn.Module):
@@ -110,6 +110,4 @@ def run(device: torch.device) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    seed_everything(args.seed)
-    run(resolve_device(args.device))
-    return 0
+    return run_lesson(sys.modules[__name__], args)

@@ -5,13 +5,13 @@ check exactly what the lesson prints.
 """
 
 import argparse
+import sys
 
 import numpy as np
 import torch
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.runtime.device import resolve_device
-from torchtutor.runtime.seeding import seed_everything
+from torchtutor.lessons.runner import run_lesson
 
 
 def demo_creation(device: torch.device) -> dict[str, torch.Tensor]:
@@ -119,6 +119,4 @@ def run(device: torch.device) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    seed_everything(args.seed)
-    run(resolve_device(args.device))
-    return 0
+    return run_lesson(sys.modules[__name__], args)
