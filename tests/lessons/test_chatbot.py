@@ -10,7 +10,8 @@ import torch
 from tests.lessons.lesson_runs import lesson_stdout, shown
 from torchtutor.chat.batches import index_pairs, make_batch
 from torchtutor.chat.corpus import read_cornell
-from torchtutor.chat.decode import detokenize, greedy_search, prepare_input
+from torchtutor.chat.decode import greedy_search, prepare_input
+from torchtutor.chat.display import display_text
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.vocab import EOS, PAD, UNK
 from torchtutor.lessons import chatbot
@@ -216,7 +217,8 @@ def test_lesson_prints_true_claims():
     assert last < first
     steps = re.findall(r"^   step \d+: (\S+) \(", out, re.M)
     assert steps and steps[-1] == "EOS" and "EOS" not in steps[:-1]
-    assert shown(out, "greedy_search's reply") == detokenize(steps[:-1])
+    assert shown(out, "greedy_search's reply, as chat.display shows it") \
+        == display_text(steps[:-1])
     assert shown(out, "unknown words") == "['zyzzyva']"
     # The printed mask: one row per target step, five columns, summing to the printed sums.
     mask_text = re.search(r"   mask:\n((?:      .*\n)+)", out).group(1)

@@ -31,7 +31,8 @@ from torchtutor.chat.corpus import (
     read_pairs_file,
     write_pairs_file,
 )
-from torchtutor.chat.decode import detokenize, greedy_search, prepare_input
+from torchtutor.chat.decode import greedy_search, prepare_input
+from torchtutor.chat.display import display_text
 from torchtutor.chat.model import LuongAttention, ModelConfig, Seq2Seq
 from torchtutor.chat.prepare import PrepareConfig, PreparedData, prepare_data
 from torchtutor.chat.text import normalize, tokenize, unicode_to_ascii
@@ -578,7 +579,8 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     n.show("input", repr(query))
     for number, (word, score) in enumerate(greedy["steps"], 1):
         n.show(f"step {number}", f"{word} ({score:.4f})")
-    n.show("greedy_search's reply", detokenize(vocab.decode(greedy["package_tokens"])))
+    n.show("greedy_search's reply, as chat.display shows it",
+           display_text(vocab.decode(greedy["package_tokens"])))
 
     n.step("Evaluate my text", "Input is normalized as in training. The notes stop with "
            "'Error: Encountered unknown word.' on a word outside the vocabulary; torchtutor "
