@@ -4,11 +4,19 @@ A batch follows the notes: inputs `(max_len, batch)` zero-padded with their leng
 longest first (what `pack_padded_sequence` wants), targets `(max_len, batch)` with a mask.
 The stream shuffles without replacement each epoch from a generator seeded by
 (seed, epoch) alone, so resuming needs only (epoch, position), never an RNG state.
+
+The stream reads its pairs through a pair source: `MemoryPairs` (id lists held in memory) or a
+memory-mapped split of the token store (`chat.store.PairView`); both give the lengths of every
+pair and gather pairs by index, and the same seed gives the same batches from either. Epoch
+orders are numpy arrays (4 or 8 bytes a pair), never Python lists, so a corpus of millions of
+pairs costs little memory beyond its mapped pages.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 
 from torchtutor.chat.vocab import EOS, PAD, Vocab
@@ -86,6 +94,51 @@ def make_batch(indexed: list[IndexedPair]) -> Batch:
                  target_lengths=target_lengths)
 
 
+class PairSource(Protocol):
+    """Pairs of token id lists, by index."""
+
+    def __len__(self) -> int: ...
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """Input and target length of every pair."""
+        ...
+
+    def gather(self, indices: Sequence[int] | np.ndarray) -> list[IndexedPair]: ...
+
+
+class MemoryPairs:
+    """A list of indexed pairs as a pair source."""
+
+    def __init__(self, indexed: list[IndexedPair]):
+        self.indexed = indexed
+
+    def __len__(self) -> int:
+        return len(self.indexed)
+
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([len(q) for q, _ in self.indexed], np.int64),
+                np.array([len(r) for _, r in self.indexed], np.int64))
+
+    def gather(self, indices: Sequence[int] | np.ndarray) -> list[IndexedPair]:
+        indexed = self.indexed
+        return [indexed[i] for i in np.asarray(indices, np.int64).tolist()]
+
+
+def as_source(pairs: "list[IndexedPair] | PairSource") -> PairSource:
+    return MemoryPairs(pairs) if isinstance(pairs, list) else pairs
+
+
+def sorted_batches(pairs: "list[IndexedPair] | PairSource", batch_size: int,
+                   ) -> Iterator[Batch]:
+    """Fixed batches over all pairs, grouped by length (input, then target) so little is
+    padding; made one at a time."""
+    source = as_source(pairs)
+    q_len, r_len = source.lengths()
+    order = np.lexsort((r_len, q_len))
+    for start in range(0, len(order), batch_size):
+        yield make_batch(source.gather(order[start:start + batch_size]))
+
+
 class BatchStream:
     """Endless batches, epoch after epoch, resumable exactly from `state_dict()`.
 
@@ -97,8 +150,8 @@ class BatchStream:
     left over are skipped that epoch), so DDP ranks step in lockstep on disjoint data.
     """
 
-    def __init__(self, indexed: list[IndexedPair], batch_size: int, seed: int = 0,
-                 bucket: bool = False, rank: int = 0, world_size: int = 1):
+    def __init__(self, indexed: "list[IndexedPair] | PairSource", batch_size: int,
+                 seed: int = 0, bucket: bool = False, rank: int = 0, world_size: int = 1):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if world_size <= 0 or not 0 <= rank < world_size:
@@ -107,7 +160,7 @@ class BatchStream:
         if total_batches < world_size:
             raise UserError(f"{len(indexed)} pairs make {total_batches} batches of "
                             f"{batch_size}, fewer than the {world_size} ranks")
-        self.indexed = indexed
+        self.pairs = as_source(indexed)
         self.batch_size = batch_size
         self.seed = seed
         self.bucket = bucket
@@ -116,19 +169,25 @@ class BatchStream:
         self.epoch = 0
         self.position = 0
         self._order_epoch: int | None = None
-        self._order: list[list[int]] = []
+        self._order: list[np.ndarray] = []
+        self._lengths: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
         """Batches this rank sees per epoch."""
-        return -(-len(self.indexed) // self.batch_size) // self.world_size
+        return -(-len(self.pairs) // self.batch_size) // self.world_size
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """Pair indices of each batch this rank gets in `epoch`, in order."""
         g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
-        perm = torch.randperm(len(self.indexed), generator=g).tolist()
+        perm = torch.randperm(len(self.pairs), generator=g).numpy()
         if self.bucket:
-            perm.sort(key=lambda i: (len(self.indexed[i][0]), len(self.indexed[i][1])))
+            if self._lengths is None:   # read once: every pair's offsets
+                q_len, r_len = self.pairs.lengths()
+                self._lengths = (q_len.astype(np.int32), r_len.astype(np.int32))
+            q_len, r_len = self._lengths
+            # By input then target length; lexsort is stable, so ties stay shuffled.
+            perm = perm[np.lexsort((r_len[perm], q_len[perm]))]
         bs = self.batch_size
         batches = [perm[i:i + bs] for i in range(0, len(perm), bs)]
         if self.bucket:
@@ -151,14 +210,14 @@ class BatchStream:
                 # Count the batch as consumed before handing it out, so a state_dict taken
                 # after using it resumes with the next one.
                 self.position += 1
-                yield make_batch([self.indexed[i] for i in chosen])
+                yield make_batch(self.pairs.gather(chosen))
             self.epoch += 1
             self.position = 0
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
                 "bucket": self.bucket, "batch_size": self.batch_size,
-                "num_pairs": len(self.indexed), "rank": self.rank,
+                "num_pairs": len(self.pairs), "rank": self.rank,
                 "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:

@@ -158,11 +158,17 @@ def split_pairs(run_dir: str, config: dict, split: str) -> list[tuple[str, str]]
     """The run's held-out pairs: from prepared files in the run folder if training saved them,
     else by preparing the run's corpus again with its saved settings (deterministic)."""
     from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_data
+    from torchtutor.chat.store import is_store
 
-    for folder in (Path(run_dir) / "data", Path(run_dir)):
-        if (folder / f"{split}.tsv").is_file() and (folder / "vocab.json").is_file():
-            return load_prepared(folder).splits[split]
     data_config = config.get("data")
+    # The run's own prepared copy, or the prepared folder it trained on.
+    folders = [Path(run_dir) / "data", Path(run_dir)]
+    if isinstance(data_config, dict) and data_config.get("corpus"):
+        folders.append(Path(str(data_config["corpus"])).expanduser())
+    for folder in folders:
+        if (folder / "vocab.json").is_file() and ((folder / f"{split}.tsv").is_file()
+                                                  or is_store(folder)):
+            return load_prepared(folder).splits[split]
     if not isinstance(data_config, dict):
         raise UserError(f"{run_dir}/config.json has no data settings; use --corpus")
     known = set(PrepareConfig.__dataclass_fields__)

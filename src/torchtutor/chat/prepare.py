@@ -120,13 +120,13 @@ class _Work:
     (numbered by first appearance, before trimming), its two side lengths, its conversation's
     key and (for the text files) its normalized text."""
 
-    def __init__(self, folder: Path, text_files: bool):
+    def __init__(self, folder: Path, text_files: bool, pairs_file: bool):
         self.folder = folder
         self.ids = open(folder / "short.ids", "wb")           # noqa: SIM115
         self.lengths = open(folder / "short.lengths", "wb")   # noqa: SIM115
         self.keys = open(folder / "short.keys", "wb")         # noqa: SIM115
         self.text = open(folder / "short.tsv", "w", encoding="utf-8") if text_files else None
-        self.raw = open(folder / "pairs.tsv", "w", encoding="utf-8") if text_files else None
+        self.raw = open(folder / "pairs.tsv", "w", encoding="utf-8") if pairs_file else None
 
     def close(self) -> None:
         for f in (self.ids, self.lengths, self.keys, self.text, self.raw):
@@ -220,15 +220,17 @@ def _pair_any(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
-                   text_files: bool = True) -> dict:
+                   text_files: bool = True, pairs_file: bool | None = None) -> dict:
     """Prepare `config.corpus` into `out_dir` in bounded memory; the stats (see module doc).
 
     Pass 1 reads the corpus once, writing each length-filtered pair's provisional word ids to
     a work folder and counting words; after trimming, pass 2 goes through those ids with numpy
     (drop or UNK, the split, EOS) into the token store. Memory holds one chunk of pairs, the
-    word table and one 8-byte key per conversation. `text_files` also writes pairs.tsv and the
-    split TSVs (for people; big corpora can do without).
+    word table and one 8-byte key per conversation. `text_files` also writes the split TSVs
+    and `pairs_file` (default: as `text_files`) pairs.tsv, for people; big corpora can do
+    without.
     """
+    pairs_file = text_files if pairs_file is None else pairs_file
     _check(config)
     stream = open_corpus(config.corpus)
     out = Path(out_dir)
@@ -239,7 +241,7 @@ def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
         raise UserError(f"cannot write the prepared data into {out}: "
                         f"{exc.strerror or exc}") from None
     try:
-        return _prepare_in(config, stream, out, work_dir, text_files)
+        return _prepare_in(config, stream, out, work_dir, text_files, pairs_file)
     except OSError as exc:
         raise UserError(f"cannot write the prepared data into {out}: "
                         f"{exc.strerror or exc}") from None
@@ -248,8 +250,8 @@ def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
 
 
 def _prepare_in(config: PrepareConfig, stream, out: Path, work_dir: Path,
-                text_files: bool) -> dict:
-    work = _Work(work_dir, text_files)
+                text_files: bool, pairs_file: bool) -> dict:
+    work = _Work(work_dir, text_files, pairs_file)
     try:
         with progress(desc="prepare: read", unit="pair") as bar:
             first = _read_pass(stream, config, work, bar)
@@ -343,21 +345,23 @@ def _prepare_in(config: PrepareConfig, stream, out: Path, work_dir: Path,
     atomic_write_text(work_dir / "stats.json", json.dumps(stats, indent=2) + "\n")
     atomic_write_text(work_dir / HEADER, json.dumps(header(vocab, dtype, entries), indent=2)
                       + "\n")
-    _commit(work_dir, out, entries, text_files)
+    names = ["vocab.json", "stats.json"] + (["pairs.tsv"] if pairs_file else []) \
+        + ([f"{name}.tsv" for name in SPLITS] if text_files else [])
+    _commit(work_dir, out, entries, names)
     return stats
 
 
-def _commit(work_dir: Path, out: Path, entries: dict, text_files: bool) -> None:
+def _commit(work_dir: Path, out: Path, entries: dict, names: list[str]) -> None:
     """Move the finished files into `out`, the store's header last (an old header goes
     first, so a folder caught half-way is never taken for a whole store)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / HEADER).unlink(missing_ok=True)
     moves = [(Path(tmp), out / name) for entry in entries.values()
              for name, tmp in entry["_tmp"].items()]
-    names = ["vocab.json", "stats.json"]
-    if text_files:
-        names += ["pairs.tsv", *(f"{name}.tsv" for name in SPLITS)]
     moves += [(work_dir / name, out / name) for name in names]
+    for stale in ("pairs.tsv", *(f"{name}.tsv" for name in SPLITS)):
+        if stale not in names:   # an earlier run's text would be taken for this one's
+            (out / stale).unlink(missing_ok=True)
     for source, target in moves:
         os.replace(source, target)
     os.replace(work_dir / HEADER, out / HEADER)

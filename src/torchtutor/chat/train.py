@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.batches import Batch, BatchStream, index_pairs, make_batch
+from torchtutor.chat.batches import Batch, BatchStream, PairSource, sorted_batches
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig, prepare_data
+from torchtutor.chat.prepare import PrepareConfig
+from torchtutor.chat.train_data import data_of_run, open_training_data
 from torchtutor.chat.vocab import SOS, Vocab
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.checkpoint import (
@@ -157,10 +158,14 @@ def unigram_log_probs(replies: list[list[int]], vocab_size: int) -> Tensor:
     the default recipe reached a validation loss of 3.57 at step 200 with it, against step 350
     without (bench/RESULTS.md).
     """
-    counts = torch.ones(vocab_size, dtype=torch.float64)
     tokens = torch.tensor([t for reply in replies for t in reply], dtype=torch.long)
-    counts += torch.bincount(tokens, minlength=vocab_size).double()
-    return (counts / counts.sum()).log().float()
+    return unigram_from_counts(torch.bincount(tokens, minlength=vocab_size))
+
+
+def unigram_from_counts(counts: Tensor) -> Tensor:
+    """`unigram_log_probs` from each token's count (the token store counts them in chunks)."""
+    smoothed = counts.double() + 1.0
+    return (smoothed / smoothed.sum()).log().float()
 
 
 # --- the objective -------------------------------------------------------------------------
@@ -285,11 +290,10 @@ def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
 
 # --- evaluation ----------------------------------------------------------------------------
 
-def eval_batches(indexed: list[tuple[list[int], list[int]]], batch_size: int = 256,
-                 ) -> list[Batch]:
+def eval_batches(indexed: list[tuple[list[int], list[int]]] | PairSource,
+                 batch_size: int = 256) -> list[Batch]:
     """Fixed batches over a split, grouped by length so little is padding."""
-    ordered = sorted(indexed, key=lambda p: (len(p[0]), len(p[1])))
-    return [make_batch(ordered[i:i + batch_size]) for i in range(0, len(ordered), batch_size)]
+    return list(sorted_batches(indexed, batch_size))
 
 
 @torch.no_grad()
@@ -450,19 +454,26 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
     if ctx.is_main:
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
-    data = prepare_data(data_config)
+    # The token store, memory-mapped (a prepared folder as it is, else prepared into out/data).
+    data = open_training_data(data_config, out, resume, ctx)
+    data_config = data.config
     vocab = data.vocab
+    direction = config.direction
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction must be forward or backward, not {direction!r}")
+    if config.tutorial_compat and data_config.has_unk:
+        raise UserError(f"--tutorial-compat needs a vocabulary without UNK and {data.folder} "
+                        "has one; give --corpus the raw corpus instead")
     if resume:
         saved = Vocab.load(out / rd.VOCAB)
         if saved.index2word != vocab.index2word:
             raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
                             "cannot resume")
-    splits = oriented(data.splits, config.direction)
-    train_indexed = index_pairs(splits["train"], vocab)
-    if not train_indexed:
+    train_pairs = data.split("train").view(direction)
+    if not len(train_pairs):
         raise UserError(f"no training pairs in {data_config.corpus}")
-    valid = eval_batches(index_pairs(splits["valid"], vocab))
-    stream = BatchStream(train_indexed, config.batch_size, seed=config.seed, bucket=config.bucket,
+    valid = eval_batches(data.split("valid").view(direction))
+    stream = BatchStream(train_pairs, config.batch_size, seed=config.seed, bucket=config.bucket,
                          rank=ctx.rank, world_size=ctx.world_size)
     if epochs is not None:
         config.steps = max(1, math.ceil(epochs * stream.batches_per_epoch))
@@ -475,8 +486,8 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
                                 **model_params)).to(device)
     if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
         with torch.no_grad():
-            model.out.bias.copy_(unigram_log_probs([reply for _, reply in train_indexed],
-                                                   len(vocab)))
+            model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
+                data.target_counts(direction))))
     objective = Objective(model)
     optimizers = make_optimizers(model, config)
     schedulers = make_schedulers(optimizers, config)
@@ -751,6 +762,7 @@ def main(args) -> int:
         resume = (Path(backward.out) / rd.LAST).exists()
         if resume:  # continue it with its own stored config
             backward = replace(_stored_configs(backward.out)[0], device=config.device)
-        _report(train(backward, model_params, data, resume=resume, epochs=epochs),
-                "the backward model")
+        # The forward run's prepared data, mapped again rather than prepared a second time.
+        _report(train(backward, model_params, data_of_run(config.out, data), resume=resume,
+                      epochs=epochs), "the backward model")
     return 0
