@@ -8,9 +8,10 @@ conversation's id list, the formatted pair file written with `csv` and read back
 per-character `unicodeToAscii` and three `re.sub` per sentence, a `Voc` class that counts word
 by word, `trim`, and the pair filter. (Like the notes it splits the formatted file on tabs, so
 the 657 tabs inside Cornell lines shift a few pairs; its counts can differ slightly from ours,
-which is why the counts are printed too.) "torchtutor" is `prepare_data` plus
-`write_prepared`, everything `chat prepare` does. Both run in this one process, alternately,
-`--repeats` times each; the table shows the best and the mean wall-clock time.
+which is why the counts are printed too.) "torchtutor" is `prepare_folder`, everything
+`chat prepare` does (the streamed passes, the token store and the text files). Both run in
+this one process, alternately, `--repeats` times each; the table shows the best and the mean
+wall-clock time.
 """
 
 import argparse
@@ -23,7 +24,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from torchtutor.chat.prepare import PrepareConfig, prepare_data, write_prepared
+from torchtutor.chat.prepare import PrepareConfig, prepare_folder
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH, MIN_COUNT = 10, 3
@@ -145,10 +146,9 @@ def tutorial_prepare(folder: Path, work: Path) -> dict:
 
 
 def torchtutor_prepare(folder: Path, work: Path) -> dict:
-    data = prepare_data(PrepareConfig(corpus=str(folder), max_length=MAX_LENGTH,
-                                      min_count=MIN_COUNT))
-    write_prepared(data, work / "prepared")
-    return {k: data.stats[k] for k in ("pairs_read", "pairs_length_filtered", "words_counted",
+    stats = prepare_folder(PrepareConfig(corpus=str(folder), max_length=MAX_LENGTH,
+                                         min_count=MIN_COUNT), work / "prepared")
+    return {k: stats[k] for k in ("pairs_read", "pairs_length_filtered", "words_counted",
                                        "words_kept", "pairs_kept")}
 
 

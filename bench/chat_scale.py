@@ -125,6 +125,8 @@ def main() -> int:
     parser.add_argument("--baseline-scales", type=int, nargs="*", default=[1, 10],
                         help="scales to run today's prepare on (default: 1 10)")
     parser.add_argument("--steps", type=int, default=50, help="training steps (default: 50)")
+    parser.add_argument("--train-scales", type=int, nargs="*", default=None,
+                        help="scales to train one process on (default: all of --scales)")
     parser.add_argument("--ddp-scale", type=int, default=10,
                         help="scale of the 2-process torchrun run (default: 10; 0: none)")
     parser.add_argument("--work", default=None, help="temporary folder's parent (default: /tmp)")
@@ -158,9 +160,10 @@ def main() -> int:
             train = [python, "-m", "torchtutor", "chat", "train", "--corpus", str(prepared),
                      "--recipe", "tutorial", "--steps", str(args.steps), "--device", "cpu",
                      "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps)]
-            seconds, rss, _ = run_measured(train + ["--out", str(tmp / f"run-{scale}x")],
-                                           new_env)
-            row.update(train_s=seconds, train_rss=rss)
+            if args.train_scales is None or scale in args.train_scales:
+                seconds, rss, _ = run_measured(train + ["--out", str(tmp / f"run-{scale}x")],
+                                               new_env)
+                row.update(train_s=seconds, train_rss=rss)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if "stats" not in k}), flush=True)
             if scale == args.ddp_scale:
@@ -171,10 +174,14 @@ def main() -> int:
                        "--steps", str(args.steps), "--device", "cpu",
                        "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps),
                        "--out", str(tmp / f"ddp-{scale}x")]
-                seconds, peaks = run_torchrun(cmd, ddp_env)
-                ddp_rows.append({"scale": scale, "seconds": seconds,
-                                 "rss": sorted(peaks.values())})
-                print(json.dumps(ddp_rows[-1]), flush=True)
+                try:
+                    seconds, peaks = run_torchrun(cmd, ddp_env)
+                except SystemExit as exc:   # report it; the other rows still count
+                    print(f"torchrun run failed: {exc}", flush=True)
+                else:
+                    ddp_rows.append({"scale": scale, "seconds": seconds,
+                                     "rss": sorted(peaks.values())})
+                    print(json.dumps(ddp_rows[-1]), flush=True)
             corpus.unlink()
             subprocess.run(["rm", "-rf", str(prepared), str(tmp / f"run-{scale}x"),
                             str(tmp / f"ddp-{scale}x")], check=True)
@@ -189,16 +196,15 @@ def main() -> int:
         ratio = f"{r['old_s'] / r['new_s']:.2f}x" if "old_s" in r else "-"
         print(f"| {r['scale']}x | {r['stats']['pairs_read']:,} | {old} | {r['new_s']:.1f} | "
               f"{r['new_rss']:.0f} | {r['stats']['pairs_read'] / r['new_s']:,.0f} | {ratio} | "
-              f"{r['train_s']:.1f} | {r['train_rss']:.0f} |")
-    base = rows[0]
-    for r in rows[1:]:
-        print(f"train peak RSS {r['scale']}x / {base['scale']}x: "
-              f"{r['train_rss'] / base['train_rss']:.2f}")
+              + (f"{r['train_s']:.1f} | {r['train_rss']:.0f} |" if "train_s" in r else "- | - |"))
+    trained = [r for r in rows if "train_s" in r]
+    for r in trained[1:]:
+        print(f"train peak RSS {r['scale']}x / {trained[0]['scale']}x: "
+              f"{r['train_rss'] / trained[0]['train_rss']:.2f}")
     for d in ddp_rows:
         each = ", ".join(f"{m:.0f}" for m in d["rss"])
-        ratios = ", ".join(f"{m / base['train_rss']:.2f}" for m in d["rss"])
         print(f"\n2 torchrun processes on {d['scale']}x: {d['seconds']:.1f} s, peak RSS per "
-              f"process {each} MB; vs one process on {base['scale']}x: {ratios}")
+              f"process {each} MB")
     for r in rows:
         if "old_stats" in r:
             keys = [k for k in r["old_stats"] if k.startswith(("pairs_", "words_",

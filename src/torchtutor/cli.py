@@ -199,6 +199,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("prepare", help="corpus -> pair file, vocabulary and splits")
     _corpus_options(p)
     p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--text-files", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write pairs.tsv and the split TSVs for people to read "
+                        "(default: %(default)s; --no-text-files for big corpora)")
     _handler(p, "torchtutor.chat.prepare:main")
 
     p = cmds.add_parser("train", help="train a chatbot")

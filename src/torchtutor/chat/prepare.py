@@ -481,7 +481,7 @@ def main(args) -> int:
                            valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
                            seed=args.seed)
     start = time.perf_counter()
-    stats = prepare_folder(config, args.out)
+    stats = prepare_folder(config, args.out, text_files=getattr(args, "text_files", True))
     print(format_stats(stats))
     print(f"wrote {args.out} in {time.perf_counter() - start:.2f} s")
     return 0
