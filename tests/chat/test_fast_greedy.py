@@ -48,10 +48,11 @@ def test_checked_greedy_equals_fp32_greedy():
         for batch in (ids, [ids[0]]):
             tokens, _ = checked_greedy(bot.model, draft, batch, bot.max_length)
             assert tokens == exact[:len(batch)]
-        # A margin no reply meets: every row is checked in fp32, scores included.
+        # A margin no reply meets: every row is checked in fp32, scores included (the
+        # teacher-forced pass sums in another order than step by step: equal to 1e-6).
         tokens, scores = checked_greedy(bot.model, draft, ids, bot.max_length,
                                         margin=float("inf"))
-        assert tokens == exact and scores == exact_scores
+        assert tokens == exact and scores == pytest.approx(exact_scores, abs=1e-5)
 
 
 def _spied(model, method: str, calls: list[int]):
@@ -116,3 +117,52 @@ def test_default_bot_uses_the_draft_and_survives_bad_input():
     assert [r.text for r in reply_batch(bot, texts)] == \
         [r.text for r in reply_batch(plain, texts)]
     assert len(reply_batch(bot, BAD_INPUTS, DecodeOptions())) == len(BAD_INPUTS)
+
+
+def test_an_unsure_model_falls_back_to_fp32_and_probes_again():
+    # An unsure model (output layer scaled down: every word nearly as likely as the next):
+    # near-ties in every reply, so checking would cost more than fp32 alone.
+    bot = copy.copy(tiny_bot())
+    bot.model = copy.deepcopy(bot.model)
+    with torch.no_grad():
+        bot.model.out.weight.mul_(0.01)
+    attach_int8_draft(bot)
+    policy = bot.draft.policy
+    ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+    drafted: list[int] = []
+    bot.draft = _spied(bot.draft, "decode_step", drafted)
+    bot.draft.policy = policy
+    with torch.inference_mode():
+        exact, exact_scores, _ = greedy_search(bot.model, ids, bot.max_length)
+        calls = 0
+        while policy.expected <= 1.0:
+            checked_greedy(bot.model, bot.draft, ids, bot.max_length)
+            calls += 1
+            assert calls < 10, "the policy never gave up on the draft"
+        drafted.clear()
+        for _ in range(policy.probe_every - 1):
+            tokens, scores = checked_greedy(bot.model, bot.draft, ids, bot.max_length)
+            assert tokens == exact and scores == exact_scores   # plain fp32 greedy
+        assert drafted == []
+        checked_greedy(bot.model, bot.draft, ids, bot.max_length)   # the probe
+        assert drafted and drafted[0] == len(ids)
+
+
+def test_a_sure_model_keeps_the_draft():
+    bot = copy.copy(trained_tiny_bot())
+    attach_int8_draft(bot)
+    ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+    with torch.inference_mode():
+        for _ in range(20):
+            checked_greedy(bot.model, bot.draft, ids, bot.max_length)
+    assert bot.draft.policy.expected < 0.6
+
+
+def test_fp32_scores_on_request():
+    bot = copy.copy(trained_tiny_bot())
+    attach_int8_draft(bot, fp32_scores=True)
+    with torch.inference_mode():
+        ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in SENTENCES]
+        exact, exact_scores, _ = greedy_search(bot.model, ids, bot.max_length)
+    replies = reply_batch(bot, SENTENCES)
+    assert [r.score for r in replies] == exact_scores

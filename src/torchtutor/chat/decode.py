@@ -28,7 +28,7 @@ from torch import Tensor
 
 from torchtutor.chat import rerank
 from torchtutor.chat.display import display_text
-from torchtutor.chat.int8 import quantize_int8
+from torchtutor.chat.int8 import DraftPolicy, quantize_int8
 from torchtutor.chat.text import normalize, tokenize
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
 from torchtutor.runtime.device import resolve_device
@@ -180,17 +180,25 @@ OPTION_FLAGS = {"decoder": "method", "beam_size": "beam_size",
 CHECK_MARGIN = 0.05
 
 
-def attach_int8_draft(bot: Any) -> Any:
-    """Give a CPU bot an int8 copy of its model for checked greedy search (see CHECK_MARGIN)."""
+def attach_int8_draft(bot: Any, fp32_scores: bool = False) -> Any:
+    """Give a CPU bot an int8 copy of its model for checked greedy search (see CHECK_MARGIN),
+    with the DraftPolicy that turns it off where it would be slower than fp32 greedy.
+
+    `fp32_scores`: every reply's score must be fp32's (a caller that shows scores); the
+    draft's scores are int8's on replies it did not check, so greedy then runs in fp32.
+    """
     if _device_of(bot.model).type == "cpu":
         bot.draft = quantize_int8(bot.model).eval()
+        bot.draft.policy = DraftPolicy(fp32_scores=fp32_scores)
     return bot
 
 
-def load_bot(run: str, device: str = "auto", int8: bool = False, exact: bool = False) -> Any:
+def load_bot(run: str, device: str = "auto", int8: bool = False, exact: bool = False,
+             fp32_scores: bool = False) -> Any:
     """A run's TrainedChatbot on `device`; with `int8`, on the CPU with int8 weights only.
 
-    On the CPU, unless `exact`, it also carries an int8 draft for checked greedy search.
+    On the CPU, unless `exact`, it also carries an int8 draft for checked greedy search
+    (`fp32_scores`: see attach_int8_draft).
     """
     from torchtutor.chat.run_dir import load_trained
 
@@ -200,7 +208,7 @@ def load_bot(run: str, device: str = "auto", int8: bool = False, exact: bool = F
     if int8:
         bot.model = quantize_int8(bot.model).eval()
     elif not exact:
-        attach_int8_draft(bot)
+        attach_int8_draft(bot, fp32_scores)
     return bot
 
 
@@ -521,24 +529,33 @@ def checked_greedy(model: Any, draft: Any, id_lists: list[list[int]], max_length
     A checked row keeps the draft's reply when fp32, fed that reply in one teacher-forced pass,
     picks the same word at every step (then it is fp32's greedy reply, with fp32's score); the
     few that fail are decoded again in fp32. A row above the margin keeps the draft's score
-    (within a few hundredths of fp32's).
+    (within a few hundredths of fp32's). When the draft's `policy` (int8.DraftPolicy) says the
+    check would cost more than it saves, or fp32 scores are wanted on every row, this is
+    plain fp32 greedy search.
     """
+    policy = getattr(draft, "policy", None)
+    if policy is not None and not policy.use_draft():
+        tokens, scores, _ = greedy_search(model, id_lists, max_length, no_repeat_ngram, has_unk)
+        return tokens, scores
     gaps: list[float] = []
     tokens, scores, _ = greedy_search(draft, id_lists, max_length, no_repeat_ngram, has_unk,
                                       margins=gaps)
     unsure = [row for row, gap in enumerate(gaps) if gap < margin]
+    checked = len(unsure) if not no_repeat_ngram else 0
     if unsure and not no_repeat_ngram:  # blocking depends on the history: decode again
-        checked = verify_greedy(model, [id_lists[row] for row in unsure],
-                                [tokens[row] for row in unsure], has_unk)
-        for row, score in zip(unsure, checked, strict=True):
+        verified = verify_greedy(model, [id_lists[row] for row in unsure],
+                                 [tokens[row] for row in unsure], has_unk)
+        for row, score in zip(unsure, verified, strict=True):
             if score is not None:
                 scores[row] = score
-        unsure = [row for row, score in zip(unsure, checked, strict=True) if score is None]
+        unsure = [row for row, score in zip(unsure, verified, strict=True) if score is None]
     if unsure:
         exact, exact_scores, _ = greedy_search(model, [id_lists[row] for row in unsure],
                                                max_length, no_repeat_ngram, has_unk)
         for row, row_tokens, score in zip(unsure, exact, exact_scores, strict=True):
             tokens[row], scores[row] = row_tokens, score
+    if policy is not None:
+        policy.record(len(id_lists), checked, len(unsure))
     return tokens, scores
 
 
