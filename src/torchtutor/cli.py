@@ -287,9 +287,15 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _device(p)
     _handler(p, "torchtutor.chat.attention:main")
 
-    p = cmds.add_parser("export", help="a self-contained artifact for plain torch")
+    p = cmds.add_parser("export", help="a self-contained chatbot for plain torch")
     p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="the folder to write (a file for --format torchscript)")
+    p.add_argument("--format", choices=("aoti", "onnx", "torchscript"), default="aoti",
+                   help="aoti: torch.export + AOTInductor package and a standalone chatbot.py "
+                        "(default); onnx: ONNX graphs for onnxruntime (pip install "
+                        "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
+                        "by PyTorch; for older deployments)")
     _handler(p, "torchtutor.chat.export:main")
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")

@@ -85,11 +85,13 @@ def test_export_command_on_a_run(tmp_path, capsys):
 
     run = tiny_run()
     out = tmp_path / "bot.pt"
-    assert cli.main(["chat", "export", "--run", str(run), "--out", str(out)]) == 0
+    assert cli.main(["chat", "export", "--run", str(run), "--out", str(out),
+                     "--format", "torchscript"]) == 0
     assert "torch.jit.load" in capsys.readouterr().out
     module = torch.jit.load(str(out))
     bot = load_trained(run, torch.device("cpu"))
     texts = ["hello", "how are you?", "what is ai?"] + SAFE_BAD_INPUTS
     assert [module.reply(t) for t in texts] == [token_text(r) for r in reply_batch(bot, texts)]
-    assert cli.main(["chat", "export", "--run", str(tmp_path / "missing"), "--out",
+    assert cli.main(["chat", "export", "--format", "torchscript", "--run",
+                     str(tmp_path / "missing"), "--out",
                      str(tmp_path / "x.pt")]) == 2

@@ -1,4 +1,9 @@
-"""`torchtutor chat export`: one TorchScript file that chats with nothing but torch installed.
+"""`torchtutor chat export`: a chatbot that runs with nothing but torch installed.
+
+`--format aoti` (the default) writes a folder: the encoder and a decoder step compiled by
+AOTInductor, and a standalone `chatbot.py` (chat/export_package.py); `--format onnx` the same
+graphs as ONNX for onnxruntime (chat/export_onnx.py). This module also keeps the deprecated
+`--format torchscript`: one TorchScript file holding everything, described below.
 
 The file holds the whole greedy chatbot: text normalization (the notes' normalizeString,
 redone with a character table so it runs inside TorchScript), the vocabulary as a list and a
@@ -31,6 +36,7 @@ from torch import nn
 from torchtutor.chat.display import PUNCTUATION
 from torchtutor.chat.text import unicode_to_ascii
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
+from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_bytes, output_file
 
 ASCII_KEPT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"
@@ -221,10 +227,19 @@ def save_exported(module: torch.jit.ScriptModule, path: str | os.PathLike,
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+FORMATS = ("aoti", "onnx", "torchscript")
+
+
 @dataclass
 class ExportConfig:
     run: str
     out: str
+    format: str = "aoti"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise UserError(f"unknown export format {self.format!r}; use one of "
+                            f"{', '.join(FORMATS)}")
 
 
 def is_previous_export(path: Path) -> bool:
@@ -236,21 +251,64 @@ def is_previous_export(path: Path) -> bool:
         return False
 
 
-def main(args) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
-    config = ExportConfig(run=args.run, out=args.out)
-    # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
-    output_file(config.out, replaceable=is_previous_export)
-    bot = load_trained(config.run, torch.device("cpu"))
+def _export_torchscript(bot: Any, config: ExportConfig) -> int:
     module = export_chatbot(bot)
     metadata = {"format": "torchtutor-chatbot-torchscript", "version": 1,
                 "max_length": bot.max_length, "vocab_size": len(bot.vocab),
                 "decoder": "greedy", "source_run": str(Path(config.run).resolve())}
     path = save_exported(module, config.out, metadata)
     size = path.stat().st_size / 2**20
-    print(f"wrote {path} ({size:.1f} MiB). Use it with only torch installed:")
+    print(f"wrote {path} ({size:.1f} MiB; TorchScript is deprecated in torch, prefer "
+          f"--format aoti). Use it with only torch installed:")
     print(f"  python -c \"import torch; bot = torch.jit.load('{path}'); "
           f"print(bot.reply('hello there'))\"")
     return 0
 
+
+def _export_folder(bot: Any, config: ExportConfig) -> int:
+    from torchtutor.chat import export_package as package
+    from torchtutor.runtime.progress import progress
+
+    bar = progress(total=4, desc="export", unit="stage")
+
+    def stage(what: str) -> None:
+        bar.set_description(what)
+        bar.update(1)
+
+    def fill(folder: Path) -> dict:
+        if config.format == "aoti":
+            name = package.PACKAGE
+            package.compile_aoti(bot.model, folder / name, stage)
+        else:
+            from torchtutor.chat.export_onnx import export_onnx
+
+            name = package.ONNX_FOLDER
+            export_onnx(bot.model, folder / name, stage)
+        settings = package.settings_for(bot, config.format, name,
+                                        str(Path(config.run).resolve()))
+        stage("checking the compiled graphs against torch")
+        package.check_folder(bot, folder, settings)
+        return settings
+
+    try:
+        folder = package.write_folder(config.out, fill)
+    finally:
+        bar.close()
+    print(f"wrote {folder}/ ({package.PROGRAM}, {package.SETTINGS} and the "
+          f"{'AOTInductor package' if config.format == 'aoti' else 'ONNX graphs'}). "
+          f"It needs only {'torch' if config.format == 'aoti' else 'torch and onnxruntime'}:")
+    print(f"  python3 {folder}/{package.PROGRAM} 'hello there'")
+    return 0
+
+
+def main(args) -> int:
+    from torchtutor.chat.run_dir import load_trained
+
+    config = ExportConfig(run=args.run, out=args.out, format=args.format)
+    if config.format == "torchscript":
+        # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
+        output_file(config.out, replaceable=is_previous_export)
+    bot = load_trained(config.run, torch.device("cpu"))
+    if config.format == "torchscript":
+        return _export_torchscript(bot, config)
+    return _export_folder(bot, config)

@@ -1,0 +1,188 @@
+"""An export folder: the compiled graphs, `chatbot.json` and a standalone `chatbot.py`.
+
+`chatbot.py` is `export_template.py` with each import marked `# export: inline` replaced by
+the source it imports (the package's own normalization and display code), so the folder's
+replies follow the package's text handling without a second copy to keep in step.
+"""
+
+import ast
+import inspect
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchtutor.chat import display, export_template, text
+from torchtutor.chat.export_graphs import export_programs
+from torchtutor.chat.vocab import EOS, SOS
+from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
+
+PACKAGE = "chatbot.pt2"
+SETTINGS = "chatbot.json"
+PROGRAM = "chatbot.py"
+ONNX_FOLDER = "onnx"
+INLINE_MARK = "# export: inline"
+
+
+def _stdlib_only(source: str, where: str) -> None:
+    """The inlined code must run without torchtutor (or anything else outside stdlib)."""
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        for name in names:
+            if name.split(".")[0] not in sys.stdlib_module_names:
+                raise RuntimeError(f"{where} imports {name}; it cannot go into {PROGRAM}")
+
+
+def _module_body(module: Any) -> str:
+    """A module's source without its docstring."""
+    source = inspect.getsource(module)
+    tree = ast.parse(source)
+    first = tree.body[0] if tree.body else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str):
+        source = "\n".join(source.splitlines()[first.end_lineno:])
+    return source.strip("\n") + "\n"
+
+
+def inlined_sources() -> dict[str, str]:
+    """What replaces each inline-marked import of the template, keyed by its module."""
+    text_source = _module_body(text)
+    _stdlib_only(text_source, text.__name__)
+    display_source = _module_body(display)
+    _stdlib_only(display_source, display.__name__)
+    return {text.__name__: text_source, display.__name__: display_source}
+
+
+def standalone_program() -> str:
+    """The text of `chatbot.py`."""
+    sources = inlined_sources()
+    out = []
+    for line in inspect.getsource(export_template).splitlines():
+        if line.endswith(INLINE_MARK):
+            module = line.split()[1]
+            out.append(f"# --- from {module} (torchtutor), copied by the export ---")
+            out.append(sources[module].rstrip("\n"))
+            out.append(f"# --- end of {module} ---")
+        else:
+            out.append(line)
+    program = "\n".join(out) + "\n"
+    if "torchtutor." in "".join(ln for ln in out if ln.startswith(("import", "from"))):
+        raise RuntimeError(f"{PROGRAM} would import torchtutor")
+    return program
+
+
+def settings_for(bot: Any, backend: str, package: str, source_run: str) -> dict:
+    return {"format": backend, "package": package, "words": list(bot.vocab.index2word),
+            "has_unk": bool(bot.vocab.has_unk), "max_length": int(bot.max_length),
+            "decoder": "greedy", "source_run": source_run,
+            "torch": torch.__version__, "written_by": "torchtutor chat export"}
+
+
+def compile_aoti(model: torch.nn.Module, path: Path, stage: Callable[[str], None]) -> Path:
+    """Export and compile both graphs with AOTInductor into one `.pt2` package at `path`."""
+    from torch._inductor import aot_compile
+    from torch._inductor.package import package_aoti
+
+    stage("torch.export of the encoder and the decoder step")
+    programs = dict(zip(("encoder", "decoder"), export_programs(model), strict=True))
+    files = {}
+    for name, program in programs.items():
+        stage(f"AOTInductor: compiling the {name} (gcc; a minute or more)")
+        args, kwargs = program.example_inputs
+        files[name] = aot_compile(program.module(check_guards=False), args, kwargs,
+                                  options={"aot_inductor.package": True})
+    package_aoti(str(path), files)
+    return path
+
+
+def write_folder(out: str, fill: Callable[[Path], dict]) -> Path:
+    """Build the folder in a temporary sibling and rename it into place at the end, so an
+    interrupted export never leaves a half-written folder at `out`. `fill(folder)` writes the
+    package and returns the settings."""
+    target = Path(out)
+    if target.exists() and not (target.is_dir() and (target / SETTINGS).exists()
+                                or target.is_dir() and not any(target.iterdir())):
+        raise UserError(f"{target} exists and is not an export folder; choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        settings = fill(work)
+        atomic_write_text(work / SETTINGS, json.dumps(settings, indent=1) + "\n")
+        atomic_write_text(work / PROGRAM, standalone_program())
+        work.chmod(0o755)
+        for path in work.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old.{time.time_ns()}")
+            target.rename(old)
+        work.rename(target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+TOLERANCE = 1e-3   # largest log-prob difference accepted between the graphs and torch
+
+
+def sample_inputs(bot: Any, count: int = 24) -> list[list[int]]:
+    """Real inputs for the check: vocabulary words in a fixed pattern, every length from one
+    word to the longest the run accepts, with EOS."""
+    first = bot.vocab.num_special
+    words = list(range(first, len(bot.vocab))) or [first - 1]
+    longest = max(bot.max_length - 1, 1)
+    return [[words[(7 * i + 3 * j) % len(words)] for j in range(1 + i % longest)] + [EOS]
+            for i in range(count)]
+
+
+def check_folder(bot: Any, folder: Path, settings: dict) -> None:
+    """Run the written graphs (through chatbot.py's own loader) on real inputs, batched with
+    padding and one by one, against the eager fp32 model; a UserError if they differ."""
+    from torchtutor.chat.decode import encode_ids, greedy_search
+
+    json_path = folder / SETTINGS
+    atomic_write_text(json_path, json.dumps(settings))
+    loaded = export_template.Chatbot(str(folder))
+    id_lists = sample_inputs(bot)
+    model = bot.model.eval()
+    with torch.inference_mode():
+        worst = 0.0
+        for batch in (id_lists, id_lists[:1], id_lists[5:6]):
+            outputs, mask, hidden = encode_ids(model, batch)
+            width = max(len(ids) for ids in batch)
+            inputs = torch.tensor([ids + [0] * (width - len(ids)) for ids in batch]).t()
+            got_outputs, got_mask, got_hidden = loaded.encoder(inputs.contiguous(),
+                                                               torch.tensor([len(i) for i in
+                                                                             batch]))
+            tokens = torch.full((len(batch),), SOS, dtype=torch.long)
+            want, _, _ = model.decode_step(tokens, hidden, outputs, mask)
+            got, _ = loaded.decoder(tokens, got_hidden, got_outputs, got_mask)
+            worst = max(worst, float((got_hidden - hidden).abs().max()),
+                        float((got - want).abs().max()),
+                        float(((got_outputs - outputs) * mask.unsqueeze(2)).abs().max()))
+            if not torch.equal(got_mask, mask):
+                worst = float("inf")
+        exact_tokens, exact_scores, _ = greedy_search(model, id_lists, bot.max_length,
+                                                      has_unk=bot.vocab.has_unk)
+        found = loaded._greedy(id_lists)
+    same = [tokens for tokens, _ in found] == exact_tokens and all(
+        abs(score - want) < TOLERANCE * bot.max_length
+        for (_, score), want in zip(found, exact_scores, strict=True))
+    if not worst < TOLERANCE or not same:
+        raise UserError(f"the exported {settings['format']} graphs do not match torch "
+                        f"(largest difference {worst:.3g}, greedy replies "
+                        f"{'equal' if same else 'differ'}); nothing was written")

@@ -1,0 +1,160 @@
+"""`chat export --format aoti|onnx`: the exported graphs equal the model, and the folder's
+standalone chatbot.py, run by a Python that cannot import torchtutor, replies like
+`chat reply --exact --decoder greedy`."""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run
+from torchtutor.chat.decode import load_bot, reply_batch
+from torchtutor.chat.export_graphs import ExportEncoder
+from torchtutor.chat.export_package import PROGRAM, check_folder, standalone_program
+from torchtutor.chat.model import ModelConfig, Seq2Seq
+from torchtutor.chat.text import normalize
+from torchtutor.runtime.errors import UserError
+
+# A Python str with a lone surrogate cannot be written to a pipe as UTF-8; the others can.
+TEXTS = SENTENCES + [t for t in BAD_INPUTS if "\ud800" not in t and "\n" not in t] + [
+    "Hello there!", "What's your name?", "Ça va? Très bien!", "a.b!c"]
+
+
+@pytest.mark.parametrize("layers,compat", [(1, False), (2, False), (2, True), (3, False)])
+def test_export_encoder_equals_the_packed_encoder(layers, compat):
+    torch.manual_seed(layers)
+    model = Seq2Seq(ModelConfig(vocab_size=30, hidden_size=16, encoder_layers=layers,
+                                decoder_layers=2, dropout=0.0, tutorial_compat=compat)).eval()
+    inputs = torch.tensor([[5, 8, 2, 9], [6, 9, 0, 2], [7, 2, 0, 0], [2, 0, 0, 0]])
+    lengths = torch.tensor([4, 3, 1, 2])
+    with torch.no_grad():
+        want = model.encode(inputs, lengths)
+        got = ExportEncoder(model).eval()(inputs, lengths)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def _program_namespace() -> dict:
+    namespace = {"__name__": "exported_chatbot", "__file__": PROGRAM}
+    exec(compile(standalone_program(), PROGRAM, "exec"), namespace)
+    return namespace
+
+
+def test_the_standalone_program_carries_the_package_normalization():
+    program = standalone_program()
+    imports = [line for line in program.splitlines() if line.startswith(("import ", "from "))]
+    assert not [line for line in imports if "torchtutor" in line], imports
+    namespace = _program_namespace()
+    rng = random.Random(0)
+    samples = TEXTS + ["".join(chr(rng.randrange(0x20, 0x3000)) for _ in range(200))
+                       for _ in range(50)]
+    for text in samples:
+        assert namespace["normalize"](text) == normalize(text)
+    assert namespace["display_text"](["i", "m", "fine", "."]) == "I'm fine."
+
+
+def test_the_standalone_program_normalizes_a_million_characters_in_linear_time():
+    namespace = _program_namespace()
+    bot = object.__new__(namespace["Chatbot"])
+    bot.index, bot.has_unk, bot.max_length = {"hello": 4}, True, 10
+    for piece in ("hello, wörld! ", "ab" * 7 + "\u00e9 "):
+        text = (piece * (1_000_000 // len(piece) + 1))[:1_000_000]
+        start = time.perf_counter()
+        ids, unknown, truncated = bot.prepare(text)
+        assert time.perf_counter() - start < 2.0
+        assert truncated and len(ids) == 10 and len(unknown) > 10_000
+
+
+# Runs a copy of chatbot.py in an isolated Python (-I: no PYTHONPATH, no user site) in which
+# importing torchtutor fails, with deprecation warnings as errors.
+PLAIN_PYTHON = r"""
+import importlib.abc, runpy, sys, time
+class NoTorchtutor(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torchtutor":
+            raise ImportError("torchtutor is not installed here")
+sys.meta_path.insert(0, NoTorchtutor())
+program = runpy.run_path(sys.argv[1])
+if len(sys.argv) > 2:
+    bot = program["load"]()
+    start = time.perf_counter()
+    bot.reply("hello, how are you? " * 50_000)
+    print(f"{time.perf_counter() - start:.3f}")
+else:
+    sys.argv = sys.argv[:1]
+    program["main"]([])
+"""
+
+
+def _run_copy(folder, tmp_path, texts=None, timed=False):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    args = [sys.executable, "-I", "-W", "error::DeprecationWarning", "-c", PLAIN_PYTHON,
+            str(copy / PROGRAM)] + (["--time"] if timed else [])
+    result = subprocess.run(args, input="".join(t + "\n" for t in texts or []),
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    shutil.rmtree(copy)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.splitlines()
+
+
+def _queries(run, count=200) -> list[str]:
+    words = json.loads((run / "vocab.json").read_text())["words"]
+    rng = random.Random(0)
+    made = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) + rng.choice("?.!")
+            for _ in range(count - len(TEXTS))]
+    return TEXTS + made
+
+
+@pytest.fixture(scope="module")
+def aoti_folder(tmp_path_factory):
+    from torchtutor import cli
+
+    out = tmp_path_factory.mktemp("export") / "bot"
+    assert cli.main(["chat", "export", "--run", str(tiny_run()), "--out", str(out)]) == 0
+    return out
+
+
+def test_aoti_folder_replies_like_chat_reply_exact(aoti_folder, tmp_path):
+    run = tiny_run()
+    texts = _queries(run)
+    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    assert len({r.text for r in exact}) > 5
+    assert _run_copy(aoti_folder, tmp_path, texts) == [r.text for r in exact]
+    seconds = float(_run_copy(aoti_folder, tmp_path, timed=True)[-1])
+    assert seconds < 2.0
+
+
+def test_the_check_refuses_graphs_that_differ(aoti_folder):
+    bot = load_bot(str(tiny_run()), "cpu", exact=True)
+    settings = json.loads((aoti_folder / "chatbot.json").read_text())
+    check_folder(bot, aoti_folder, settings)    # the written graphs pass
+    with torch.no_grad():
+        bot.model.out.bias.add_(0.5 * torch.randn_like(bot.model.out.bias))
+    with pytest.raises(UserError, match="do not match torch"):
+        check_folder(bot, aoti_folder, settings)
+
+
+def test_onnx_export_replies_like_chat_reply_exact(tmp_path):
+    from torchtutor import cli
+
+    run = tiny_run()
+    out = tmp_path / "onnx-bot"
+    assert cli.main(["chat", "export", "--run", str(run), "--out", str(out),
+                     "--format", "onnx"]) == 0
+    from torchtutor.chat.export_template import Chatbot
+
+    texts = _queries(run, 60)
+    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    assert [r["reply"] for r in Chatbot(str(out)).replies(texts)] == [r.text for r in exact]
+    # An existing file that is not an export folder is never replaced.
+    stray = tmp_path / "notes.txt"
+    stray.write_text("keep me")
+    assert cli.main(["chat", "export", "--run", str(run), "--out", str(stray),
+                     "--format", "onnx"]) == 2
+    assert stray.read_text() == "keep me"
