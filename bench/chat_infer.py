@@ -18,11 +18,18 @@ LuongAttnDecoderRNN (dot) and GreedySearchDecoder, sharing the same weights, dri
 notes' `evaluate` does it: normalize, index, one input at a time, all 10 steps, with autograd
 ON (the notes never turn it off) and softmax probabilities as scores.
 
+"aoti greedy" and "onnxruntime greedy" are the folders `chat export --format aoti|onnx`
+writes, driven by their own chatbot.py loop (fp32; `--no-compiled` skips them: compiling takes
+minutes).
+
 Prints median and p95 milliseconds per reply at batch 1 (greedy, beam 5, tutorial greedy),
-replies/s at batch 64, and as its last line `greedy speedup: Rx` (tutorial median / the
-default greedy; the line before gives the fp32-only figure).
+replies/s at batch 64, `default/fp32 speed: Rx` (the default greedy against fp32 greedy alone:
+at least 1 once the draft's policy falls back on an unsure model), and as its last line
+`greedy speedup: Rx` (tutorial median / the default greedy; the line before gives the
+fp32-only figure).
 
     python bench/chat_infer.py [--repeats 100] [--corpus PATH] [--run RUN_DIR] [--threads N]
+                               [--no-compiled]
 """
 
 import argparse
@@ -146,12 +153,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def exported_bots(bot) -> dict:
+    """The AOTInductor and ONNX export folders of `bot`, loaded by their own chatbot.py code."""
+    import tempfile
+
+    from torchtutor.chat import export_package as package
+    from torchtutor.chat.export_onnx import export_onnx
+    from torchtutor.chat.export_template import Chatbot
+
+    out = {}
+    folder = Path(tempfile.mkdtemp(prefix="chat-infer-export-"))
+    for backend, name in (("aoti", package.PACKAGE), ("onnx", package.ONNX_FOLDER)):
+        def fill(work: Path, backend=backend, name=name) -> dict:
+            if backend == "aoti":
+                package.compile_aoti(bot.model, work / name, print)
+            else:
+                export_onnx(bot.model, work / name, print)
+            return package.settings_for(bot, backend, name, "bench")
+        started = time.perf_counter()
+        written = package.write_folder(str(folder / backend), fill)
+        print(f"{backend} export written in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+        label = "aoti greedy" if backend == "aoti" else "onnxruntime greedy"
+        out[label] = Chatbot(str(written))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=100, help="replies timed per decoder")
     parser.add_argument("--corpus", default=None, help="Cornell folder for vocab and queries")
     parser.add_argument("--run", default=None, help="a trained run folder (default: untrained)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--no-compiled", action="store_true",
+                        help="skip the AOTInductor and onnxruntime exports")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,6 +240,10 @@ def main() -> int:
     default_same = sum(a.text == b.text for a, b in zip(exact, checked, strict=True))
     score_gap = max((abs(a.score - b.score) for a, b in zip(exact, checked, strict=True)
                      if a.text == b.text), default=0.0)
+    compiled = {} if args.no_compiled else exported_bots(bot)
+    compiled_same = {name: sum(a.text == b["reply"] for a, b in
+                               zip(exact, loaded.replies(check), strict=True))
+                     for name, loaded in compiled.items()}
     runners = {
         "tutorial greedy": lambda t: tutorial_reply(searcher, vocab, t),
         "greedy": lambda t: reply_batch(default, [t], greedy),
@@ -213,6 +252,8 @@ def main() -> int:
         "beam 5": lambda t: reply_batch(bot, [t], beam),
         "beam 5 --int8": lambda t: reply_batch(fast, [t], beam),
     }
+    for name, loaded in compiled.items():
+        runners[name] = lambda t, loaded=loaded: loaded.replies([t])
     for text in timed[:5]:   # warm-up
         for run in runners.values():
             run(text)
@@ -254,6 +295,8 @@ def main() -> int:
     print(f"replies equal to fp32 ones: default (checked int8) {default_same}/{len(check)}, "
           f"--int8 {int8_same}/{len(check)}; default's scores within {score_gap:.3f} of fp32's "
           f"on equal replies; int8 draft built in {draft_s:.2f} s at load")
+    for name, same in compiled_same.items():
+        print(f"{name} replies equal to fp32 greedy ones: {same}/{len(check)}")
     print()
     print(f"{'decoder':<18} {'median ms':>10} {'p95 ms':>8} {'replies/s b1':>13} "
           f"{'replies/s b64':>14}")
@@ -266,6 +309,8 @@ def main() -> int:
     print(f"greedy speedup with fp32 weights only (exact replies): "
           f"{tutorial / statistics.median(times['greedy fp32']):.2f}x; the last line is for "
           f"the default (checked int8, {default_same}/{len(check)} replies equal fp32's)")
+    print(f"default/fp32 speed: "
+          f"{statistics.median(times['greedy fp32']) / statistics.median(times['greedy']):.2f}x")
     print(f"greedy speedup: {tutorial / statistics.median(times['greedy']):.2f}x")
     return 0
 
