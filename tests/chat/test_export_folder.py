@@ -64,9 +64,9 @@ def test_the_standalone_program_normalizes_a_million_characters_in_linear_time()
     bot.index, bot.has_unk, bot.max_length = {"hello": 4}, True, 10
     for piece in ("hello, wörld! ", "ab" * 7 + "\u00e9 "):
         text = (piece * (1_000_000 // len(piece) + 1))[:1_000_000]
-        start = time.perf_counter()
+        start = time.process_time()   # CPU time: the machine may be shared
         ids, unknown, truncated = bot.prepare(text)
-        assert time.perf_counter() - start < 2.0
+        assert time.process_time() - start < 2.0
         assert truncated and len(ids) == 10 and len(unknown) > 10_000
 
 
@@ -82,9 +82,9 @@ sys.meta_path.insert(0, NoTorchtutor())
 program = runpy.run_path(sys.argv[1])
 if len(sys.argv) > 2:
     bot = program["load"]()
-    start = time.perf_counter()
+    start = time.process_time()
     bot.reply("hello, how are you? " * 50_000)
-    print(f"{time.perf_counter() - start:.3f}")
+    print(f"{time.process_time() - start:.3f}")
 else:
     sys.argv = sys.argv[:1]
     program["main"]([])
@@ -124,8 +124,13 @@ def test_aoti_folder_replies_like_chat_reply_exact(aoti_folder, tmp_path):
     run = tiny_run()
     texts = _queries(run)
     exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
-    assert len({r.text for r in exact}) > 5
+    assert len({r.text for r in exact}) > 1
     assert _run_copy(aoti_folder, tmp_path, texts) == [r.text for r in exact]
+    from torchtutor.chat.export_template import Chatbot
+
+    scores = [r["score"] for r in Chatbot(str(aoti_folder)).replies(texts)]
+    assert len(set(scores)) > 20   # scores differ by input: a real check of the numbers
+    assert scores == pytest.approx([r.score for r in exact], abs=1e-4)
     seconds = float(_run_copy(aoti_folder, tmp_path, timed=True)[-1])
     assert seconds < 2.0
 

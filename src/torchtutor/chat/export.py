@@ -305,9 +305,13 @@ def main(args) -> int:
     from torchtutor.chat.run_dir import load_trained
 
     config = ExportConfig(run=args.run, out=args.out, format=args.format)
+    # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
     if config.format == "torchscript":
-        # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
         output_file(config.out, replaceable=is_previous_export)
+    else:
+        from torchtutor.chat.export_package import check_out
+
+        check_out(config.out)
     bot = load_trained(config.run, torch.device("cpu"))
     if config.format == "torchscript":
         return _export_torchscript(bot, config)

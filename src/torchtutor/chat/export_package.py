@@ -106,14 +106,23 @@ def compile_aoti(model: torch.nn.Module, path: Path, stage: Callable[[str], None
     return path
 
 
+def check_out(out: str) -> Path:
+    """`out` may be written: absent, empty, or a folder an earlier export wrote."""
+    target = Path(out)
+    if target.is_dir() and any(target.iterdir()) and not (target / SETTINGS).is_file():
+        raise UserError(f"--out {target} is a folder with other files in it, not one this "
+                        f"command wrote; remove it or pick another name")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {target} exists and is not a file this command wrote (it "
+                        f"writes a folder); remove it or pick another name")
+    return target
+
+
 def write_folder(out: str, fill: Callable[[Path], dict]) -> Path:
     """Build the folder in a temporary sibling and rename it into place at the end, so an
     interrupted export never leaves a half-written folder at `out`. `fill(folder)` writes the
     package and returns the settings."""
-    target = Path(out)
-    if target.exists() and not (target.is_dir() and (target / SETTINGS).exists()
-                                or target.is_dir() and not any(target.iterdir())):
-        raise UserError(f"{target} exists and is not an export folder; choose another --out")
+    target = check_out(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
