@@ -122,6 +122,7 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
     references = [r for _, r in pairs]
     sources = {"beam 10": dataclasses.replace(BEST_DECODING, candidates=0),
                "beam 16": dataclasses.replace(BEST_DECODING, beam_size=16, candidates=0),
+               "beam 16 + 8 samples": dataclasses.replace(BEST_DECODING, candidates=8),
                "beam 10 + 8 samples": BEST_DECODING,
                "beam 10 + 16 samples": dataclasses.replace(BEST_DECODING, candidates=16),
                "beam 5 + 8 samples": dataclasses.replace(BEST_DECODING, beam_size=5),
