@@ -135,7 +135,7 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 def _decoder_options(p: argparse.ArgumentParser) -> None:
     # Every default is None: unset options take the default decoder's values (chat.decode
     # BEST_DECODING for a run with a backward model, else plain greedy), shown in the help.
-    from torchtutor.chat.decode import BEST_DECODING as best
+    from torchtutor.chat.options import BEST_DECODING as best
 
     g = p.add_argument_group(
         "decoding", "Default: beam search's hypotheses plus sampled replies, reranked by "

@@ -1,6 +1,8 @@
 """`chat train` under torchrun: 2 CPU workers with gloo against one process with the same
 global batch, checkpoints across world sizes, and a worker killed mid-run."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -50,7 +52,7 @@ def runs(tmp_path_factory):
 def test_two_workers_equal_one_process_with_the_global_batch(runs):
     root, result = runs
     ddp, single = root / "ddp", root / "single"
-    assert result.stdout.count("trained 4 steps") == 1  # rank 0 alone reports
+    assert result.stdout.count("trained the chatbot 4 steps") == 1  # rank 0 alone reports
     assert load_checkpoint(ddp / rd.LAST)["step"] == STEPS
     # Adam divides by the root of the squared gradients, so a weight whose gradient is almost
     # zero (a rare word's embedding) turns summation-order rounding into a visible step. So:
@@ -99,8 +101,7 @@ def test_checkpoints_cross_world_sizes(runs, tmp_path):
     ddp_copy, single_copy = tmp_path / "ddp", tmp_path / "single"
     for source, target in ((root / "ddp", ddp_copy), (root / "single", single_copy)):
         target.mkdir()
-        for item in source.iterdir():
-            (target / item.name).write_bytes(item.read_bytes())
+        shutil.copytree(source, target, dirs_exist_ok=True)   # the run's data/ folder too
     before = weights(ddp_copy)
     assert cli.main(["chat", "train", "--out", str(ddp_copy), "--resume", "--steps", "6",
                      "--device", "cpu"]) == 0

@@ -1,0 +1,146 @@
+"""Decoding options: what each search is asked to do, checked, and the default decoder.
+
+Kept free of torch so that `torchtutor --help` (which shows these defaults) stays fast;
+`chat.decode` runs the searches and re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torchtutor.runtime.errors import UserError
+
+METHODS = ("greedy", "beam", "sample")
+RERANKERS = ("none", "mmi")
+DEFAULT_BATCH = 64   # inputs decoded together; larger lists are split into chunks
+# Bounds that keep a search's memory and arithmetic sane; the server uses the same ones.
+MAX_BEAM = 16
+MAX_CANDIDATES = 64
+MAX_NO_REPEAT = 10
+MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class DecodeOptions:
+    method: str = "greedy"
+    beam_size: int = 5
+    length_penalty: float = 1.0
+    n_best: int = 1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    no_repeat_ngram: int = 0
+    seed: int | None = None
+    rerank: str = "none"               # none | mmi (needs the run's backward model)
+    mmi_weight: float = 1.0            # lambda: weight of log p(query | reply)
+    length_bonus: float = 0.0          # gamma: added per reply word
+    candidates: int = 0                # sampled replies added to the decoder's hypotheses
+    min_length: int = 0                # no EOS before this many words
+    repetition_penalty: float = 1.0    # a word already in the reply is this many times less
+                                       # likely to be chosen again (1: off)
+
+    def check(self) -> None:
+        """One-line UserError for options that make no sense or would not finish."""
+        if self.method not in METHODS:
+            raise UserError(f"unknown decoder {self.method!r}; use one of {', '.join(METHODS)}")
+        if self.rerank not in RERANKERS:
+            raise UserError(f"unknown reranker {self.rerank!r}; use one of "
+                            f"{', '.join(RERANKERS)}")
+        _check_int("--beam-size", self.beam_size, 1, MAX_BEAM)
+        _check_int("--n-best", self.n_best, 1, MAX_BEAM + MAX_CANDIDATES)
+        _check_int("--candidates", self.candidates, 0, MAX_CANDIDATES)
+        _check_int("--min-length", self.min_length, 0, 1000)
+        _check_int("--top-k", self.top_k, 0, 10**9)
+        _check_int("--no-repeat-ngram", self.no_repeat_ngram, 0, MAX_NO_REPEAT)
+        if self.seed is not None:
+            _check_int("--seed", self.seed, 0, MAX_SEED)
+        pool = self.beam_size if self.method == "beam" else 1
+        if self.rerank == "mmi":
+            pool = (0 if self.method == "sample" else pool) + self.candidates
+            if pool < 1:
+                raise UserError("--decoder sample with --rerank mmi needs --candidates 1 or more")
+        if self.n_best > pool:
+            what = "--beam-size" if self.rerank == "none" else "the candidates reranked"
+            raise UserError(f"--n-best {self.n_best} is more than {what} ({pool})")
+        _check_float("--temperature", self.temperature, 0.0, MAX_TEMPERATURE)
+        if self.temperature == 0:
+            raise UserError("--temperature must be above 0 (use --decoder greedy for the "
+                            "likeliest word)")
+        _check_float("--length-penalty", self.length_penalty, -10.0, 10.0)
+        _check_float("--mmi-weight", self.mmi_weight, -10.0, 10.0)
+        _check_float("--length-bonus", self.length_bonus, -10.0, 10.0)
+        _check_float("--repetition-penalty", self.repetition_penalty, 1.0, 100.0)
+        if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
+            raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
+
+
+def _check_int(flag: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{flag} must be a whole number from {low} to {high}, not {value}")
+
+
+def _check_float(flag: str, value: Any, low: float, high: float) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not low <= value <= high):
+        raise UserError(f"{flag} must be a number from {low:g} to {high:g}, not {value}")
+
+
+# What `talk`, `reply`, `evaluate` and `serve` use when no decoding flag says otherwise, for a
+# run with a backward model: beam search's 16 hypotheses reranked by MMI with a strong weight
+# and a length bonus. Chosen on the Cornell *validation* split (bench/chat_quality.py --grid,
+# bench/RESULTS.md): beam 10 left ~24% of replies unique whatever the weight; sampled
+# candidates (`--candidates`, nucleus `top_p`) changed almost nothing and cost the most.
+BEST_DECODING = DecodeOptions(method="beam", beam_size=16, rerank="mmi", mmi_weight=5.0,
+                              length_bonus=2.0, candidates=0, top_p=0.9, seed=0)
+# A run without a backward model (trained with --no-backward, or before it existed).
+PLAIN_DECODING = DecodeOptions()
+
+
+def default_options(has_backward: bool) -> DecodeOptions:
+    return BEST_DECODING if has_backward else PLAIN_DECODING
+
+
+def options_from_args(args: Any, has_backward: bool = False) -> DecodeOptions:
+    """DecodeOptions from the command line's decoding group (cli.py `_decoder_options`).
+
+    Flags left unset (None) keep the default decoder's values; naming only `--decoder`
+    gives that plain decoder (`--decoder greedy` is the notes' greedy search, no reranking).
+    """
+    given = {name: getattr(args, flag) for flag, name in OPTION_FLAGS.items()
+             if getattr(args, flag, None) is not None}
+    return resolve_options(given, has_backward)
+
+
+def resolve_options(given: dict[str, Any], has_backward: bool,
+                    defaults: DecodeOptions | None = None) -> DecodeOptions:
+    """`defaults` (else the default decoder for the run) with the `given` fields on top,
+    checked. A decoder named without a reranker is that decoder alone."""
+    given = dict(given)
+    if defaults is None:
+        defaults = default_options(has_backward)
+        if "method" in given and "rerank" not in given:
+            defaults = PLAIN_DECODING
+        elif given.get("rerank") == "mmi" and "method" not in given:
+            defaults = dataclasses.replace(defaults, method=BEST_DECODING.method)
+    elif "method" in given and "rerank" not in given:
+        given["rerank"] = "none"
+    options = dataclasses.replace(defaults, **given)
+    options.check()
+    if options.rerank == "mmi" and not has_backward:
+        raise UserError("--rerank mmi needs the run's backward model (RUN_DIR/backward); "
+                        "train one with `chat train --direction backward --out RUN_DIR`")
+    return options
+
+
+# Command-line attribute -> DecodeOptions field (the flags follow the CLI's words).
+OPTION_FLAGS = {"decoder": "method", "beam_size": "beam_size",
+                "length_penalty": "length_penalty", "n_best": "n_best",
+                "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
+                "no_repeat_ngram": "no_repeat_ngram", "seed": "seed", "rerank": "rerank",
+                "mmi_weight": "mmi_weight", "length_bonus": "length_bonus",
+                "candidates": "candidates", "min_length": "min_length",
+                "repetition_penalty": "repetition_penalty"}
