@@ -71,7 +71,7 @@ class DecodeOptions:
             raise UserError("--temperature must be above 0 (use --decoder greedy for the "
                             "likeliest word)")
         _check_float("--length-penalty", self.length_penalty, -10.0, 10.0)
-        _check_float("--mmi-weight", self.mmi_weight, -10.0, 10.0)
+        _check_float("--mmi-weight", self.mmi_weight, -50.0, 50.0)
         _check_float("--length-bonus", self.length_bonus, -10.0, 10.0)
         _check_float("--repetition-penalty", self.repetition_penalty, 1.0, 100.0)
         if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):

@@ -86,7 +86,9 @@ def main(args) -> int:
     config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
                          texts=list(args.text), as_json=args.json,
                          options=options_from_args(args, has_backward(args.run)))
-    bot = load_bot(config.run, config.device, config.int8, config.exact)
+    # --json shows scores, and shown scores are float32 log-probabilities (chat.int8 draft).
+    bot = load_bot(config.run, config.device, config.int8, config.exact,
+                   fp32_scores=config.as_json)
     if config.texts:
         lines: Iterable[str] = config.texts
         batch = DEFAULT_BATCH

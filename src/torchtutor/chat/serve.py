@@ -96,7 +96,7 @@ class ReplyRequest(BaseModel):
     no_repeat_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT)] | None = None
     seed: Annotated[int, Field(ge=0, le=decode.MAX_SEED)] | None = None
     rerank: Literal["none", "mmi"] | None = None
-    mmi_weight: Annotated[float, Field(ge=-10.0, le=10.0)] | None = None
+    mmi_weight: Annotated[float, Field(ge=-50.0, le=50.0)] | None = None
     length_bonus: Annotated[float, Field(ge=-10.0, le=10.0)] | None = None
     candidates: Annotated[int, Field(ge=0, le=decode.MAX_CANDIDATES)] | None = None
     min_length: Annotated[int, Field(ge=0, le=100)] | None = None
