@@ -171,9 +171,10 @@ def test_exact_and_int8_choose_the_weights(monkeypatch, capsys):
     seen = []
     real = decode.load_bot
 
-    def spy(run, device="auto", int8=False, exact=False):
+    def spy(run, device="auto", int8=False, exact=False, fp32_scores=False):
+        assert fp32_scores   # --json shows scores: float32 ones
         seen.append((int8, exact))
-        return real(run, device, int8, exact)
+        return real(run, device, int8, exact, fp32_scores)
     monkeypatch.setattr("torchtutor.chat.reply.load_bot", spy)
     run = str(tiny_run())
     for flags in ([], ["--exact"], ["--int8"]):

@@ -188,7 +188,12 @@ def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
     # The default recipe trains the backward model (reply -> query) next, on the same data.
     assert "trained the backward model 20 steps" in text
     back = rd.read_config(out / rd.BACKWARD)
-    assert back["train"]["direction"] == "backward" and back["data"] == rd.read_config(out)["data"]
+    forward_data = rd.read_config(out)["data"]
+    assert back["train"]["direction"] == "backward"
+    # It maps the forward run's prepared folder: the very same splits and vocabulary.
+    assert {k: v for k, v in back["data"].items() if k != "corpus"} == \
+        {k: v for k, v in forward_data.items() if k != "corpus"}
+    assert Path(back["data"]["corpus"]) == out / "data"
     assert (out / rd.BACKWARD / rd.VOCAB).read_text() == (out / rd.VOCAB).read_text()
     assert load_trained(out, torch.device("cpu")).backward is not None
     rows = rd.read_config(out)
