@@ -10,6 +10,7 @@ import sys
 
 from torchtutor import __version__
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.options import EXPORT_FORMATS
 
 
 def _device(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +72,14 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
         _handler(p, f"torchtutor.lessons.{name}:main")
 
 
+def _export_options(p: argparse.ArgumentParser, out_metavar: str, out_help: str,
+                    format_help: str) -> None:
+    """--run, --out and --format of `chat export` and `vision export`."""
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run folder to export")
+    p.add_argument("--out", required=True, metavar=out_metavar, help=out_help)
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="aoti", help=format_help)
+
+
 # --- vision --------------------------------------------------------------------------------
 
 def _add_vision(sub: argparse._SubParsersAction) -> None:
@@ -109,11 +118,22 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     _handler(p, "torchtutor.vision.evaluate:main")
 
     p = cmds.add_parser("predict", help="top-k classes for image files")
-    p.add_argument("--run", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder written by `vision train`")
+    source.add_argument("--exported", metavar="FILE",
+                        help="a file written by `vision export` instead of a run (CPU, "
+                             "float32; load only files you trust: a .pt2 holds compiled code)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=_positive_int, default=3)
     _device(p)
     _handler(p, "torchtutor.vision.predict:main")
+
+    p = cmds.add_parser("export", help="the classifier as one file for plain torch")
+    _export_options(p, "FILE", "the file to write (.pt2 for aoti, .onnx, .pt for torchscript)",
+                    "aoti: torch.export + AOTInductor package (default); onnx: ONNX for "
+                    "onnxruntime (pip install 'torchtutor[onnx]'); torchscript: one "
+                    "TorchScript file (deprecated by PyTorch; for older deployments)")
+    _handler(p, "torchtutor.vision.export:main")
 
 
 # --- chat ----------------------------------------------------------------------------------
@@ -288,14 +308,11 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _handler(p, "torchtutor.chat.attention:main")
 
     p = cmds.add_parser("export", help="a self-contained chatbot for plain torch")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="PATH",
-                   help="the folder to write (a file for --format torchscript)")
-    p.add_argument("--format", choices=("aoti", "onnx", "torchscript"), default="aoti",
-                   help="aoti: torch.export + AOTInductor package and a standalone chatbot.py "
-                        "(default); onnx: ONNX graphs for onnxruntime (pip install "
-                        "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
-                        "by PyTorch; for older deployments)")
+    _export_options(p, "PATH", "the folder to write (a file for --format torchscript)",
+                    "aoti: torch.export + AOTInductor package and a standalone chatbot.py "
+                    "(default); onnx: ONNX graphs for onnxruntime (pip install "
+                    "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
+                    "by PyTorch; for older deployments)")
     _handler(p, "torchtutor.chat.export:main")
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")

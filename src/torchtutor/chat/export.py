@@ -26,7 +26,6 @@ import sys
 import unicodedata
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from torch import nn
 from torchtutor.chat.display import PUNCTUATION
 from torchtutor.chat.text import unicode_to_ascii
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
-from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.export import ExportConfig
 from torchtutor.runtime.files import atomic_write_bytes, output_file
 
 ASCII_KEPT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"
@@ -225,21 +224,6 @@ def save_exported(module: torch.jit.ScriptModule, path: str | os.PathLike,
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(module, buffer, _extra_files={"torchtutor.json": json.dumps(metadata)})
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-FORMATS = ("aoti", "onnx", "torchscript")
-
-
-@dataclass
-class ExportConfig:
-    run: str
-    out: str
-    format: str = "aoti"
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise UserError(f"unknown export format {self.format!r}; use one of "
-                            f"{', '.join(FORMATS)}")
 
 
 def is_previous_export(path: Path) -> bool:

@@ -21,6 +21,8 @@ import torch
 from torchtutor.chat import display, export_template, text
 from torchtutor.chat.export_graphs import export_programs
 from torchtutor.chat.vocab import EOS, SOS
+from torchtutor.runtime import export as runtime_export
+from torchtutor.runtime import exported
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 
@@ -31,8 +33,13 @@ ONNX_FOLDER = "onnx"
 INLINE_MARK = "# export: inline"
 
 
-def _stdlib_only(source: str, where: str) -> None:
-    """The inlined code must run without torchtutor (or anything else outside stdlib)."""
+# What the inlined code may import: what chatbot.py itself needs, never torchtutor.
+ALLOWED_IMPORTS = set(sys.stdlib_module_names) | {"torch", "onnxruntime"}
+
+
+def _check_imports(source: str, where: str) -> None:
+    """The inlined code must run without torchtutor (the standard library, torch and, for
+    ONNX folders, onnxruntime only)."""
     for node in ast.walk(ast.parse(source)):
         names = []
         if isinstance(node, ast.Import):
@@ -40,7 +47,7 @@ def _stdlib_only(source: str, where: str) -> None:
         elif isinstance(node, ast.ImportFrom):
             names = [node.module or ""]
         for name in names:
-            if name.split(".")[0] not in sys.stdlib_module_names:
+            if name.split(".")[0] not in ALLOWED_IMPORTS:
                 raise RuntimeError(f"{where} imports {name}; it cannot go into {PROGRAM}")
 
 
@@ -57,11 +64,11 @@ def _module_body(module: Any) -> str:
 
 def inlined_sources() -> dict[str, str]:
     """What replaces each inline-marked import of the template, keyed by its module."""
-    text_source = _module_body(text)
-    _stdlib_only(text_source, text.__name__)
-    display_source = _module_body(display)
-    _stdlib_only(display_source, display.__name__)
-    return {text.__name__: text_source, display.__name__: display_source}
+    sources = {}
+    for module in (text, display, exported):
+        sources[module.__name__] = _module_body(module)
+        _check_imports(sources[module.__name__], module.__name__)
+    return sources
 
 
 def standalone_program() -> str:
@@ -91,19 +98,9 @@ def settings_for(bot: Any, backend: str, package: str, source_run: str) -> dict:
 
 def compile_aoti(model: torch.nn.Module, path: Path, stage: Callable[[str], None]) -> Path:
     """Export and compile both graphs with AOTInductor into one `.pt2` package at `path`."""
-    from torch._inductor import aot_compile
-    from torch._inductor.package import package_aoti
-
     stage("torch.export of the encoder and the decoder step")
     programs = dict(zip(("encoder", "decoder"), export_programs(model), strict=True))
-    files = {}
-    for name, program in programs.items():
-        stage(f"AOTInductor: compiling the {name} (gcc; a minute or more)")
-        args, kwargs = program.example_inputs
-        files[name] = aot_compile(program.module(check_guards=False), args, kwargs,
-                                  options={"aot_inductor.package": True})
-    package_aoti(str(path), files)
-    return path
+    return runtime_export.compile_aoti(programs, path, stage)
 
 
 def check_out(out: str) -> Path:

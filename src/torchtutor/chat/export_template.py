@@ -26,25 +26,11 @@ import torch
 # The export replaces each line marked "inline" with the source it imports.
 from torchtutor.chat.display import display_text  # export: inline
 from torchtutor.chat.text import normalize, tokenize  # export: inline
+from torchtutor.runtime.exported import aoti_graph, onnx_graph  # export: inline
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 64   # inputs decoded together
-
-
-def _onnx_graph(path: str):
-    """An onnxruntime session called like the AOTInductor graphs: tensors in, tensors out."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-
-    def run(*tensors: torch.Tensor) -> list[torch.Tensor]:
-        feeds = {name: t.numpy() for name, t in zip(names, tensors, strict=True)}
-        return [torch.from_numpy(out) for out in session.run(None, feeds)]
-    return run
 
 
 class Chatbot:
@@ -61,13 +47,11 @@ class Chatbot:
         package = os.path.join(folder, settings["package"])
         self.backend = settings["format"]
         if self.backend == "aoti":
-            from torch._inductor.package import load_package
-
-            self.encoder = load_package(package, "encoder")
-            self.decoder = load_package(package, "decoder")
+            self.encoder = aoti_graph(package, "encoder")
+            self.decoder = aoti_graph(package, "decoder")
         elif self.backend == "onnx":
-            self.encoder = _onnx_graph(os.path.join(package, "encoder.onnx"))
-            self.decoder = _onnx_graph(os.path.join(package, "decoder.onnx"))
+            self.encoder = onnx_graph(os.path.join(package, "encoder.onnx"))
+            self.decoder = onnx_graph(os.path.join(package, "decoder.onnx"))
         else:
             raise ValueError(f"unknown package format {self.backend!r}")
         self.never = torch.zeros(len(self.words))

@@ -50,3 +50,15 @@ def check_count(flag: str, value: int, low: int = 1, high: int | None = None) ->
 
 def check_seed(flag: str, value: int) -> int:
     return check_count(flag, value, 0, MAX_SEED)
+
+
+# What `chat export` and `vision export` write (runtime/export.py); here so that the command
+# line can offer them without importing torch.
+EXPORT_FORMATS = ("aoti", "onnx", "torchscript")
+
+
+def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`; else a UserError naming `flag`."""
+    if value not in choices:
+        raise UserError(f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+    return value

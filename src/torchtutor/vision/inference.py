@@ -66,32 +66,39 @@ def _mirror_logits(model: nn.Module, x: torch.Tensor, channels_last: bool) -> to
     return (_logits(model, x, channels_last) + _logits(model, x.flip(3), channels_last)) / 2
 
 
+def classify(model: nn.Module, x: torch.Tensor, tta: bool = False, translate: bool = False,
+             channels_last: bool = False) -> torch.Tensor:
+    """fp32 logits for a normalized batch x (N, 3, H, W).
+
+    With `tta`, averaged with the mirror image; with `translate` too, half of the weight goes to
+    the mirrored pair of copies shifted one pixel up-left and one down-right (reflect-padded),
+    as airbench tests: 6 passes instead of 2, for a few tenths of a percent. `vision export`
+    compiles this same function.
+    """
+    if not tta:
+        return _logits(model, x, channels_last)
+    logits = _mirror_logits(model, x, channels_last)
+    if translate:
+        h, w = x.shape[2:]
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = (_mirror_logits(model, padded[:, :, :h, :w], channels_last)
+                   + _mirror_logits(model, padded[:, :, 2:, 2:], channels_last))
+        logits = logits / 2 + shifted / 4
+    return logits
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
                    device: torch.device, dtype: torch.dtype | None = None, tta: bool = False,
                    batch_size: int = 1000, channels_last: bool = False,
                    translate: bool = False) -> torch.Tensor:
-    """fp32 logits for uint8 images (N, 3, H, W).
-
-    With `tta`, averaged with the mirror image; with `translate` too, half of the weight goes to
-    the mirrored pair of copies shifted one pixel up-left and one down-right (reflect-padded),
-    as airbench tests: 6 passes instead of 2, for a few tenths of a percent.
-    """
+    """fp32 logits for uint8 images (N, 3, H, W), in batches, under the run's autocast."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size].to(device), mean, std)
         with autocast(device, dtype):
-            if not tta:
-                logits = _logits(model, x, channels_last)
-            else:
-                logits = _mirror_logits(model, x, channels_last)
-                if translate:
-                    h, w = x.shape[2:]
-                    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
-                    shifted = (_mirror_logits(model, padded[:, :, :h, :w], channels_last)
-                               + _mirror_logits(model, padded[:, :, 2:, 2:], channels_last))
-                    logits = logits / 2 + shifted / 4
+            logits = classify(model, x, tta, translate, channels_last)
         out.append(logits.cpu())
     return torch.cat(out) if out else torch.zeros(0, 0)
 

@@ -5,6 +5,7 @@ still get answers; the exit status is 1 if any failed.
 """
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.errors import UserError
 from torchtutor.vision.data import IMAGE_SIZE
 from torchtutor.vision.folders import decode_image
 from torchtutor.vision.inference import LoadedRun, load_run, predict_logits
@@ -19,10 +21,15 @@ from torchtutor.vision.inference import LoadedRun, load_run, predict_logits
 
 @dataclass
 class PredictConfig:
-    run: str
+    run: str | None
     images: list[str]
     top_k: int = 3
     device: str = "auto"
+    exported: str | None = None   # a file `vision export` wrote, instead of the run
+
+    def __post_init__(self) -> None:
+        if (self.run is None) == (self.exported is None):
+            raise UserError("give either --run RUN_DIR or --exported FILE")
 
 
 def read_image(path: str) -> torch.Tensor:
@@ -43,9 +50,11 @@ def read_image(path: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def predict_files(loaded: LoadedRun, paths: list[str], top_k: int,
+def predict_files(logits: Callable[[torch.Tensor], torch.Tensor], classes: list[str],
+                  paths: list[str], top_k: int,
                   ) -> list[tuple[str, list[tuple[str, float]] | None, str | None]]:
-    """(path, [(class, probability)...] or None, error or None) for each path, in order."""
+    """(path, [(class, probability)...] or None, error or None) for each path, in order;
+    `logits` maps uint8 images (N, 3, H, W) to their logits."""
     images, good, results = [], [], []
     for path in paths:
         try:
@@ -55,25 +64,37 @@ def predict_files(loaded: LoadedRun, paths: list[str], top_k: int,
         except (OSError, ValueError) as exc:
             results.append((path, None, str(exc)))
     if images:
-        logits = predict_logits(loaded.model, torch.stack(images), loaded.mean, loaded.std,
-                                loaded.device, loaded.dtype, tta=loaded.tta,
-                                translate=loaded.tta_translate, channels_last=loaded.channels_last)
-        probs = logits.softmax(1)
+        probs = logits(torch.stack(images)).softmax(1)
         k = min(top_k, probs.shape[1])
         values, indexes = probs.topk(k, dim=1)
         for row, slot in enumerate(good):
-            top = [(loaded.classes[int(i)], float(v)) for v, i in zip(values[row], indexes[row],
-                                                                     strict=True)]
+            top = [(classes[int(i)], float(v)) for v, i in zip(values[row], indexes[row],
+                                                              strict=True)]
             results[slot] = (results[slot][0], top, None)
     return results
 
 
+def run_logits(loaded: LoadedRun) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The run's own prediction: its device, autocast and test-time augmentation."""
+    return lambda images: predict_logits(loaded.model, images, loaded.mean, loaded.std,
+                                         loaded.device, loaded.dtype, tta=loaded.tta,
+                                         translate=loaded.tta_translate,
+                                         channels_last=loaded.channels_last)
+
+
 def main(args) -> int:
     config = PredictConfig(run=args.run, images=list(args.images), top_k=args.top_k,
-                           device=args.device)
-    loaded = load_run(config.run, resolve_device(config.device))
+                           device=args.device, exported=getattr(args, "exported", None))
+    if config.exported is not None:
+        from torchtutor.vision.export import ExportedClassifier
+
+        bot = ExportedClassifier(config.exported)
+        logits, classes = bot.logits, bot.classes
+    else:
+        loaded = load_run(config.run, resolve_device(config.device))
+        logits, classes = run_logits(loaded), loaded.classes
     failed = 0
-    for path, top, error in predict_files(loaded, config.images, config.top_k):
+    for path, top, error in predict_files(logits, classes, config.images, config.top_k):
         if error is not None:
             failed += 1
             print(f"error: {path}: {error}", file=sys.stderr)
