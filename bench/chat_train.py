@@ -22,14 +22,15 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-from torchtutor import cli
+from torchtutor.chat.config import DEFAULT, TUTORIAL, TrainConfig
 from torchtutor.chat.prepare import prepare_data
-from torchtutor.chat.train import configs_from_args, train
+from torchtutor.chat.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10**9  # an eval/checkpoint cadence that never comes
@@ -40,14 +41,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_side(name: str, argv: list[str], target: float | None, budget_s: float):
-    """Train one side; returns (TrainResult, wall seconds, cpu seconds, losses by step)."""
-    args = cli.build_parser().parse_args(["chat", "train", *argv])
-    config, model_params, data, epochs = configs_from_args(args)
-    config.target_valid_loss = target
-    config.time_budget = budget_s
+def run_side(name: str, config: TrainConfig, target: float | None, budget_s: float):
+    """Train one side; returns (TrainResult, its config, losses by step)."""
+    config = replace(config, target_valid_loss=target, time_budget=budget_s,
+                     schedule_steps=config.schedule_steps or config.steps)
     if target is None:
-        config.steps = None   # (a): the budget alone ends it
+        config = replace(config, steps=None)   # (a): the budget alone ends it
     first_losses: dict[int, float] = {}
 
     def record(step: int, model, loss: float) -> None:
@@ -56,7 +55,7 @@ def run_side(name: str, argv: list[str], target: float | None, budget_s: float):
 
     load = os.getloadavg()[0]
     wall, cpu = time.perf_counter(), cpu_seconds()
-    result = train(config, model_params, data, epochs=epochs, after_step=record)
+    result = train(config, after_step=record)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     print(f"[{name}] {result.steps} steps, {result.train_seconds:.0f} s training, "
           f"{result.tokens / result.train_seconds:.0f} tokens/s, valid loss "
@@ -87,16 +86,17 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     budget = args.budget_minutes * 60
-    common = ["--corpus", args.data, "--device", args.device,
-              "--checkpoint-every", str(NEVER)]
+    # (a) the notes' recipe and semantics (no UNK); (b) the default recipe.
+    a_recipe = replace(TUTORIAL, tutorial_compat=True, device=args.device,
+                       checkpoint_every=NEVER, data=replace(TUTORIAL.data, corpus=args.data))
+    b_recipe = replace(DEFAULT, device=args.device, checkpoint_every=NEVER,
+                       data=replace(DEFAULT.data, corpus=args.data))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
           f"{args.device}, budget {args.budget_minutes:g} min", flush=True)
 
     # Same split on both sides: (a) has no UNK, (b) has one; nothing else may differ.
-    split_a = prepare_data(configs_from_args(cli.build_parser().parse_args(
-        ["chat", "train", *common, "--out", "x", "--tutorial-compat"]))[2])
-    split_b = prepare_data(configs_from_args(cli.build_parser().parse_args(
-        ["chat", "train", *common, "--out", "x"]))[2])
+    split_a = prepare_data(a_recipe.data)
+    split_b = prepare_data(b_recipe.data)
     assert split_a.splits == split_b.splits, "the two sides would train on different splits"
     assert split_a.vocab.index2word[3:] == split_b.vocab.index2word[4:]
     print(f"data: {len(split_a.splits['train'])} train / {len(split_a.splits['valid'])} valid "
@@ -111,8 +111,7 @@ def main() -> int:
         elif args.skip_a is None:
             a, a_config, firsts = run_side(
                 "a: tutorial-compat",
-                [*common, "--out", f"{tmp}/a", "--tutorial-compat",
-                 "--eval-every", str(args.a_eval_every)], None, budget)
+                replace(a_recipe, out=f"{tmp}/a", eval_every=args.a_eval_every), None, budget)
             target = a.valid_loss
             print("[a] training loss at steps 1/10/100: "
                   + " / ".join(f"{firsts.get(s, float('nan')):.2f}" for s in (1, 10, 100))
@@ -131,8 +130,7 @@ def main() -> int:
             target, a = args.skip_a, None
         b, b_config, _ = run_side(
             "b: default recipe",
-            [*common, "--out", f"{tmp}/b", "--eval-every", str(args.b_eval_every)],
-            target, budget)
+            replace(b_recipe, out=f"{tmp}/b", eval_every=args.b_eval_every), target, budget)
         print(f"[b] recipe: batch {b_config.batch_size}, lr {b_config.lr:g}, decoder ratio "
               f"{b_config.decoder_lr_ratio:g}, clip {b_config.clip:g}, warm-up "
               f"{b_config.warmup_steps}, {b_config.schedule} over {b_config.schedule_steps}, "

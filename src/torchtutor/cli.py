@@ -7,18 +7,28 @@ when their command runs, so `torchtutor --help` stays fast.
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from torchtutor import __version__
+from torchtutor.chat.config import DEFAULT, RECIPES, TUTORIAL
+from torchtutor.demo import DemoConfig
+from torchtutor.runtime.config import flatten, replace_nested, to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import EXPORT_FORMATS
 
 
-def _device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+def _device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    parser.add_argument("--device", default=default,
+                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps "
+                             "(default: auto)")
 
 
-def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+def _handler(parser: argparse.ArgumentParser, target: str | Callable[[argparse.Namespace], int],
+             ) -> None:
+    """What the command runs: a module's `main(args)`, or a function here that turns the
+    flags into the module's config first."""
     parser.set_defaults(handler=target)
 
 
@@ -139,17 +149,30 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
 # --- chat ----------------------------------------------------------------------------------
 
 def _corpus_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", default="chatterbot",
+    # Every default is None: an unset option keeps the recipe's value (chat.config), shown here.
+    from torchtutor.chat.config import DEFAULT
+
+    data = DEFAULT.data
+    p.add_argument("--corpus", default=None,
                    help="'chatterbot' (bundled), 'cornell' (downloaded and cached), or a PATH: "
-                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file")
-    p.add_argument("--max-length", type=_positive_int, default=10,
-                   help="keep pairs whose sides have fewer words than this")
-    p.add_argument("--min-count", type=int, default=3, help="trim words seen fewer times")
-    p.add_argument("--oov", choices=["drop", "unk"], default="drop",
-                   help="pairs with trimmed words: drop them (the notes) or map words to UNK")
-    p.add_argument("--valid-fraction", type=_fraction, default=0.1)
-    p.add_argument("--test-fraction", type=_fraction, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file "
+                        f"(default: {data.corpus})")
+    p.add_argument("--max-length", type=_positive_int, default=None,
+                   help="keep pairs whose sides have fewer words than this "
+                        f"(default: {data.max_length})")
+    p.add_argument("--min-count", type=int, default=None,
+                   help=f"trim words seen fewer times (default: {data.min_count})")
+    p.add_argument("--oov", choices=["drop", "unk"], default=None,
+                   help="pairs with trimmed words: drop them (the notes) or map words to UNK "
+                        f"(default: {data.oov})")
+    p.add_argument("--valid-fraction", type=_fraction, default=None,
+                   help=f"share of conversations held out for validation "
+                        f"(default: {data.valid_fraction})")
+    p.add_argument("--test-fraction", type=_fraction, default=None,
+                   help=f"share of conversations held out for testing "
+                        f"(default: {data.test_fraction})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the split (and of training) (default: {data.seed})")
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
@@ -222,19 +245,26 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-files", action=argparse.BooleanOptionalAction, default=True,
                    help="also write pairs.tsv and the split TSVs for people to read "
                         "(default: %(default)s; --no-text-files for big corpora)")
-    _handler(p, "torchtutor.chat.prepare:main")
+    _handler(p, _chat_prepare)
 
-    p = cmds.add_parser("train", help="train a chatbot")
+    p = cmds.add_parser("train", help="train a chatbot",
+                        description="Options left out keep the recipe's value (chat.config).")
     _corpus_options(p)
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--recipe", choices=["default", "tutorial"], default="default",
-                   help="'tutorial' uses the notes' settings; 'default' the fastest found")
-    p.add_argument("--tutorial-compat", action="store_true",
-                   help="reproduce the tutorial's exact training semantics")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="'default': the fastest found; 'tutorial': the notes' settings; "
+                        "'demo': `torchtutor demo`'s (default: default)")
+    p.add_argument("--tutorial-compat", action="store_true", default=None,
+                   help="reproduce the tutorial's exact training semantics (implies "
+                        "--recipe tutorial)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=_positive_int, default=None)
-    length.add_argument("--epochs", type=float, default=None)
-    length.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    length.add_argument("--steps", type=_positive_int, default=None,
+                        help=f"optimizer steps (default: {DEFAULT.steps}; tutorial: "
+                             f"{TUTORIAL.steps})")
+    length.add_argument("--epochs", type=float, default=None,
+                        help="passes over the training pairs, instead of --steps")
+    length.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="train for this many seconds, instead of --steps")
     p.add_argument("--hidden-size", type=_positive_int, default=None)
     p.add_argument("--encoder-layers", type=_positive_int, default=None)
     p.add_argument("--decoder-layers", type=_positive_int, default=None)
@@ -249,7 +279,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unigram-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="start the output bias at the training replies' log word frequencies")
     p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
-    p.add_argument("--teacher-forcing-per-step", action="store_true",
+    p.add_argument("--teacher-forcing-per-step", action="store_true", default=None,
                    help="decide teacher forcing at every step, not once per batch")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
                    help="bf16 autocast or float32; auto: bf16 where the hardware is fast at it")
@@ -261,7 +291,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="batch pairs of similar length together (less padding)")
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR exactly")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR exactly; only the length, the device and the "
+                        "evaluation and checkpoint cadence may change")
     p.add_argument("--direction", choices=["forward", "backward"], default="forward",
                    help="forward: query -> reply (the chatbot); backward: reply -> query, "
                         "trained alone into RUN_DIR/backward on the same splits "
@@ -270,8 +302,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="after the chatbot, train its backward model into RUN_DIR/backward "
                         "for MMI reranking (default: on for the default recipe, off for "
                         "the tutorial's)")
-    _device(p)
-    _handler(p, "torchtutor.chat.train:main")
+    _device(p, default=None)
+    _handler(p, _chat_train)
 
     p = cmds.add_parser("talk", help="chat in the terminal (q or quit ends it)")
     p.add_argument("--run", required=True, metavar="RUN_DIR")
@@ -340,6 +372,83 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _handler(p, "torchtutor.chat.serve:main")
 
 
+# --- flags -> configs ----------------------------------------------------------------------
+# Each option is named after the config field it sets: --hidden-size sets model.hidden_size,
+# --max-length data.max_length, --seed every seed. A flag left out (None) keeps the recipe's
+# value, so a recipe's values live in chat.config alone.
+
+def flag_changes(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """The fields of `config` (dotted for nested configs) that the given flags set."""
+    changes = {}
+    for key in flatten(to_dict(config)):
+        value = getattr(args, key.rsplit(".", 1)[-1], None)
+        if value is not None:
+            changes[key] = value
+    return changes
+
+
+LENGTH = ("steps", "epochs", "time_budget")
+# What `chat train --resume` may change; any other option must match the run's config.
+CHAT_RESUMABLE = (*LENGTH, "device", "eval_every", "checkpoint_every", "out")
+
+
+def chat_train_config(args: argparse.Namespace):
+    """`chat train`'s flags as a TrainConfig: the recipe, with the options given on top.
+
+    --tutorial-compat implies --recipe tutorial. A length flag replaces the recipe's length;
+    a time budget alone keeps the recipe's lr decay horizon.
+    """
+    from torchtutor.chat.train import stored_config
+
+    out = Path(args.out)
+    if args.direction == "backward":   # trained alone into RUN_DIR/backward
+        out = out / "backward"
+    changes = flag_changes(args, DEFAULT)
+    changes["out"] = str(out)
+    if any(changes.get(name) is not None for name in LENGTH):
+        changes.update({name: changes.get(name) for name in LENGTH})
+    if args.resume:
+        stored = stored_config(out)
+        _refuse_contradictions(stored, changes)
+        return replace_nested(stored, {k: v for k, v in changes.items()
+                                       if k in CHAT_RESUMABLE})
+    name = "tutorial" if args.tutorial_compat else (args.recipe or "default")
+    recipe = RECIPES[name]
+    if changes.get("time_budget") is not None and changes["steps"] is None \
+            and changes["epochs"] is None and recipe.schedule_steps is None:
+        changes["schedule_steps"] = recipe.steps
+    changes["recipe"] = name
+    return replace_nested(recipe, changes)
+
+
+def _refuse_contradictions(stored: Any, changes: dict[str, Any]) -> None:
+    values = flatten(to_dict(stored))
+    for key, value in changes.items():
+        if key not in CHAT_RESUMABLE and values.get(key) != value:
+            raise UserError(f"--resume continues {stored.out} as it was trained: "
+                            f"{key.rsplit('.', 1)[-1].replace('_', '-')} is {values.get(key)!r} "
+                            f"there, not {value!r} (drop the option, or train a new run)")
+
+
+def _chat_train(args: argparse.Namespace) -> int:
+    from torchtutor.chat import train
+
+    return train.main(chat_train_config(args), resume=args.resume)
+
+
+def _chat_prepare(args: argparse.Namespace) -> int:
+    from torchtutor.chat import prepare
+
+    config = replace_nested(DEFAULT.data, flag_changes(args, DEFAULT.data))
+    return prepare.main(config, args.out, text_files=args.text_files)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from torchtutor import demo
+
+    return demo.main(replace_nested(DemoConfig(), flag_changes(args, DemoConfig())))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchtutor",
@@ -351,10 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chat(sub)
     demo = sub.add_parser("demo", help="the main job: train a chatbot on the bundled corpus, "
                                        "then chat")
-    _device(demo)
-    demo.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
-    demo.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
-    _handler(demo, "torchtutor.demo:main")
+    _device(demo, default=None)
+    demo.add_argument("--out", default=None, metavar="RUN_DIR",
+                      help=f"the demo's run folder (default: {DemoConfig.out})")
+    demo.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                      help="most seconds of training, both models together "
+                           f"(default: {DemoConfig.time_budget:g})")
+    _handler(demo, _demo)
     return parser
 
 
@@ -373,7 +485,8 @@ def _load_handler(target: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        result = _load_handler(args.handler)(args)
+        handler = args.handler if callable(args.handler) else _load_handler(args.handler)
+        result = handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,17 +5,16 @@ In a terminal it opens `chat talk`; otherwise (CI, a pipe) it prints its replies
 list of questions. A finished demo run in the output folder is reused, an interrupted one is
 resumed, so running it twice does not train twice.
 
-The demo's settings differ from the notes' on purpose: ChatterBot is tiny (about 2,300
-pairs), so the demo keeps rarer words and slightly longer sentences, holds nothing out
-(the point is to chat, not to measure; `chat evaluate` is for that), and uses a smaller model
-that learns the greetings in a couple of minutes on two cores.
+The demo trains chat.config's `DEMO` recipe (why its values differ from the notes' is said
+there), with half the time budget for the chatbot and half for its backward model.
 """
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from torchtutor.runtime.config import positive, to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 
@@ -24,14 +23,6 @@ QUESTIONS = ["Hello!", "How are you?", "What's up?", "Who are you?", "Are you a 
              "Where are you?", "Can you breathe?", "What is your favorite hobby?"]
 MARKER = "demo.json"   # written when training finished; its presence means "reuse me"
 
-DATA = {"corpus": "chatterbot", "max_length": 12, "min_count": 1, "oov": "drop",
-        "valid_fraction": 0.0, "test_fraction": 0.0, "seed": 0, "has_unk": True}
-MODEL = {"hidden_size": 256, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
-         "dropout": 0.1}
-TRAIN = {"recipe": "default", "steps": 900, "batch_size": 64, "lr": 2e-3,
-         "decoder_lr_ratio": 1.0, "clip": 1.0, "teacher_forcing": 1.0, "warmup_steps": 50,
-         "schedule": "cosine", "schedule_steps": 900, "bucket": True, "precision": "fp32",
-         "eval_every": 150, "checkpoint_every": 150, "seed": 0}
 DEFAULT_TIME_BUDGET = 300.0   # seconds; a slow machine stops here with what it has learned
 
 
@@ -39,7 +30,10 @@ DEFAULT_TIME_BUDGET = 300.0   # seconds; a slow machine stops here with what it 
 class DemoConfig:
     out: str = "runs/demo"
     device: str = "auto"
-    time_budget: float | None = None
+    time_budget: float = DEFAULT_TIME_BUDGET   # seconds of training, both models together
+
+    def __post_init__(self) -> None:
+        positive("time_budget", self.time_budget)
 
 
 def is_complete(out: Path) -> bool:
@@ -53,24 +47,21 @@ def is_complete(out: Path) -> bool:
 def train_demo(config: DemoConfig) -> None:
     """Train (or finish training) the demo run in `config.out`: the chatbot, then its backward
     model (reply -> query) for the default decoder's MMI reranking, each with half the budget."""
-    from torchtutor.chat.prepare import PrepareConfig
+    from torchtutor.chat.config import DEMO
     from torchtutor.chat.run_dir import LAST
-    from torchtutor.chat.train import TrainConfig, backward_config, train
+    from torchtutor.chat.train import backward_config, train
 
     out = Path(config.out)
-    budget = config.time_budget if config.time_budget is not None else DEFAULT_TIME_BUDGET
-    if budget <= 0:
-        raise UserError("--time-budget must be positive")
-    forward = TrainConfig(out=str(out), time_budget=budget / 2, device=config.device, **TRAIN)
+    budget = config.time_budget
+    forward = replace(DEMO, out=str(out), time_budget=budget / 2, device=config.device)
     print(("Resuming" if (out / LAST).exists() else "Training") + " a chatbot on the bundled "
           f"ChatterBot corpus, then its backward model (at most {budget / 60:.1f} minutes of "
-          f"training; {TRAIN['steps']} steps each).", flush=True)
+          f"training; {DEMO.steps} steps each).", flush=True)
     results = []
     for train_config in (forward, backward_config(forward)):
         resume = (Path(train_config.out) / LAST).exists()
         try:
-            results.append(train(train_config, dict(MODEL), PrepareConfig(**DATA),
-                                 resume=resume))
+            results.append(train(train_config, resume=resume))
         except UserError as exc:
             if resume:
                 raise UserError(f"{exc} (delete {out} to train the demo afresh)") from None
@@ -78,7 +69,7 @@ def train_demo(config: DemoConfig) -> None:
     seconds = sum(r.train_seconds for r in results)
     atomic_write_text(out / MARKER, json.dumps({
         "complete": True, "steps": [r.steps for r in results], "train_seconds": round(seconds, 1),
-        "data": DATA, "model": MODEL, "train": {**TRAIN, "time_budget": budget}}, indent=2))
+        "config": to_dict(forward)}, indent=2))
     print(f"Trained {' + '.join(str(r.steps) for r in results)} steps in {seconds:.0f} s; "
           f"run folder {out}.", flush=True)
 
@@ -114,8 +105,7 @@ def run_demo(config: DemoConfig, interactive: bool) -> None:
         answer_questions(bot)
 
 
-def main(args) -> int:
-    config = DemoConfig(out=args.out, device=args.device, time_budget=args.time_budget)
+def main(config: DemoConfig) -> int:
     run_demo(config, interactive=sys.stdin.isatty() and sys.stdout.isatty())
     return 0
 

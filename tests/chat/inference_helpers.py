@@ -150,22 +150,24 @@ def tiny_run(has_unk: bool = True) -> Path:
     """A real run folder from `chat train` (tiny model, a few dozen steps on ChatterBot),
     built once per test process."""
     if has_unk not in _RUNS:
-        from torchtutor.chat.prepare import PrepareConfig
-        from torchtutor.chat.train import TrainConfig, train
+        from dataclasses import replace
+
+        from torchtutor.chat.config import TUTORIAL, ModelConfig, PrepareConfig
+        from torchtutor.chat.train import train
 
         out = Path(tempfile.mkdtemp(prefix="torchtutor-inference-")) / "run"
-        config = TrainConfig(out=str(out), steps=40, batch_size=32, lr=5e-3,
-                             decoder_lr_ratio=1.0, clip=1.0, eval_every=20,
-                             checkpoint_every=20, device="cpu", precision="fp32",
-                             tutorial_compat=not has_unk)
-        data = PrepareConfig(corpus="chatterbot", max_length=10, min_count=1,
-                             has_unk=has_unk)
-        model = {"hidden_size": 24, "encoder_layers": 1, "decoder_layers": 1,
-                 "attention": "general", "dropout": 0.0}
+        config = replace(
+            TUTORIAL, out=str(out), steps=40, batch_size=32, lr=5e-3, decoder_lr_ratio=1.0,
+            clip=1.0, eval_every=20, checkpoint_every=20, device="cpu", precision="fp32",
+            tutorial_compat=not has_unk,
+            data=PrepareConfig(corpus="chatterbot", max_length=10, min_count=1,
+                               has_unk=has_unk),
+            model=ModelConfig(hidden_size=24, encoder_layers=1, decoder_layers=1,
+                              attention="general", dropout=0.0))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            train(config, model, data)
+            train(config)
         finally:
             torch.set_num_threads(threads)
         _RUNS[has_unk] = out

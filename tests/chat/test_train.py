@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,24 +16,25 @@ import torch
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
 from torchtutor.chat.batches import index_pairs, make_batch
+from torchtutor.chat.config import TUTORIAL
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.run_dir import load_trained
 from torchtutor.chat.train import (
     Objective,
     TrainConfig,
-    configs_from_args,
     lr_factor,
     make_optimizers,
+    stored_config,
     teacher_forcing_plan,
     train,
     unigram_log_probs,
 )
 from torchtutor.runtime.checkpoint import load_checkpoint
+from torchtutor.runtime.config import from_dict
 from torchtutor.runtime.errors import UserError
 
-TINY = {"hidden_size": 24, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
-        "dropout": 0.1}
+TINY = ModelConfig(hidden_size=24, encoder_layers=2, decoder_layers=2, attention="dot", dropout=0.1)
 # Two small hand-made pairs of different lengths (ids >= 3; EOS = 2 ends each side).
 PAIRS = [([5, 6, 7, 2], [8, 9, 2]), ([10, 2], [11, 12, 13, 14, 2]), ([4, 4, 2], [2])]
 
@@ -102,12 +104,17 @@ def test_teacher_forcing_plans():
 
 
 def test_lr_schedule_warms_up_and_decays():
-    config = TrainConfig(out="x", warmup_steps=10, schedule="cosine", schedule_steps=110)
+    config = replace(TUTORIAL, warmup_steps=10, schedule="cosine", schedule_steps=110)
     assert lr_factor(0, config) == pytest.approx(0.1)
     assert lr_factor(9, config) == pytest.approx(1.0)
     assert lr_factor(60, config) == pytest.approx(0.05 + 0.95 * 0.5)
     assert lr_factor(110, config) == pytest.approx(0.05)
-    assert lr_factor(500, TrainConfig(out="x")) == 1.0
+    assert lr_factor(500, replace(TUTORIAL, schedule_steps=4000)) == 1.0
+
+
+def configs_from_args(args):
+    config = cli.chat_train_config(args)
+    return config, config.model, config.data
 
 
 def _args(out, *extra):
@@ -116,15 +123,16 @@ def _args(out, *extra):
 
 
 def test_recipes_and_compat_options(tmp_path):
-    config, model, data, _ = configs_from_args(_args(tmp_path, "--tutorial-compat"))
+    config, model, data = configs_from_args(_args(tmp_path, "--tutorial-compat"))
     assert config.recipe == "tutorial" and config.tutorial_compat and not data.has_unk
+    assert model.tutorial_compat
     assert (config.batch_size, config.lr, config.decoder_lr_ratio, config.clip,
             config.teacher_forcing, config.steps) == (64, 1e-4, 5.0, 50.0, 1.0, 4000)
-    assert model == {"hidden_size": 500, "encoder_layers": 2, "decoder_layers": 2,
-                     "attention": "dot", "dropout": 0.1}
-    config, model, data, _ = configs_from_args(_args(tmp_path, "--lr", "0.01", "--steps", "7"))
+    assert (model.hidden_size, model.encoder_layers, model.decoder_layers, model.attention,
+            model.dropout) == (500, 2, 2, "dot", 0.1)
+    config, model, data = configs_from_args(_args(tmp_path, "--lr", "0.01", "--steps", "7"))
     assert config.recipe == "default" and data.has_unk and config.lr == 0.01
-    assert config.steps == 7 and model["hidden_size"] == 500
+    assert config.steps == 7 and model.hidden_size == 500
 
 
 def test_adam_options_reach_both_optimizers(tmp_path):
@@ -159,9 +167,10 @@ def test_unigram_bias_starts_the_output_at_word_frequencies(tmp_path):
             biases[len(biases)] = model.out.bias.detach().clone()
 
     for flag in (True, False):
-        config = TrainConfig(out=str(tmp_path / f"u{flag}"), steps=1, batch_size=16, lr=1e-3,
-                             eval_every=100, precision="fp32", device="cpu", unigram_bias=flag)
-        train(config, dict(TINY), PrepareConfig(), after_step=first_bias)
+        config = replace(TUTORIAL, out=str(tmp_path / f"u{flag}"), steps=1, batch_size=16,
+                         lr=1e-3, eval_every=100, precision="fp32", device="cpu",
+                         unigram_bias=flag, model=TINY, data=PrepareConfig())
+        train(config, after_step=first_bias)
     # One Adam step at lr 1e-3 x5 moves each bias by at most about 5e-3 from where it started.
     data = prepare_data(PrepareConfig())
     replies = [reply for _, reply in index_pairs(data.splits["train"], data.vocab)]
@@ -204,18 +213,26 @@ def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
     assert last["step"] == 20 and last["stream"]["position"] + last["stream"]["epoch"] > 0
     bot = load_trained(out, torch.device("cpu"))
     assert not bot.model.training and bot.max_length == 10 and bot.vocab.has_unk
+    # every checkpoint holds the whole resolved config, the run folder's config.json too
+    resolved = from_dict(TrainConfig, last["config"])
+    assert resolved == stored_config(out) and resolved.model.vocab_size == len(bot.vocab)
+    assert (resolved.steps, resolved.schedule_steps, resolved.model.hidden_size) == (20, 20, 24)
     # a second run into the same folder is refused, with one line
     assert run_cli("--out", str(out), "--steps", "2") == 2
     assert "--resume" in capsys.readouterr().err
+    # --resume refuses options that contradict the run's config, instead of ignoring them
+    assert run_cli("--out", str(out), "--resume", "--lr", "0.5", "--steps", "21") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr is 0.0001 there, not 0.5" in err
 
 
 def _train(out, steps, after_step=None, resume=False, compat=False):
-    config = TrainConfig(out=str(out), steps=steps, batch_size=16, lr=3e-3, eval_every=3,
-                         checkpoint_every=4, bucket=True, teacher_forcing=0.7,
-                         warmup_steps=2, schedule="cosine", schedule_steps=steps,
-                         precision="fp32", device="cpu", tutorial_compat=compat)
-    return train(config, dict(TINY), PrepareConfig(has_unk=not compat), resume=resume,
-                 after_step=after_step)
+    config = replace(TUTORIAL, out=str(out), steps=steps, batch_size=16, lr=3e-3, eval_every=3,
+                     checkpoint_every=4, bucket=True, teacher_forcing=0.7,
+                     warmup_steps=2, schedule="cosine", schedule_steps=steps,
+                     precision="fp32", device="cpu", tutorial_compat=compat, model=TINY,
+                     data=PrepareConfig(has_unk=not compat))
+    return train(config, resume=resume, after_step=after_step)
 
 
 class Interrupt(Exception):
@@ -326,9 +343,10 @@ def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkey
     monkeypatch.setattr(train_module, "RETHREAD_EVERY", 4)
     threads = torch.get_num_threads()
     _train(tmp_path / "steps", 6)
-    config = TrainConfig(out=str(tmp_path / "clock"), steps=9, time_budget=600.0, batch_size=16,
-                         eval_every=100, checkpoint_every=100, precision="fp32", device="cpu")
-    train(config, dict(TINY), PrepareConfig())
+    config = replace(TUTORIAL, out=str(tmp_path / "clock"), steps=9, time_budget=600.0,
+                     batch_size=16, eval_every=100, checkpoint_every=100, precision="fp32",
+                     device="cpu", model=TINY, data=PrepareConfig())
+    train(config)
     assert made[0][0] == 1                            # a step count: torch's setting stays
     assert made[1] == (threads, [0, 1, 2, 3, 0, 1, 2, 3, 0])   # re-picked every 4 steps
     assert torch.get_num_threads() == threads         # and given back afterwards

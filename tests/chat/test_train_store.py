@@ -3,6 +3,7 @@ memory, and `chat prepare` then `chat train --corpus DIR` trains on exactly DIR'
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,13 +12,13 @@ import torch
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
 from torchtutor.chat.batches import BatchStream, index_pairs
+from torchtutor.chat.config import TUTORIAL
 from torchtutor.chat.evaluate import split_pairs
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_folder
 from torchtutor.chat.store import TokenStore
 from torchtutor.chat.train import (
     Objective,
-    TrainConfig,
     make_optimizers,
     make_schedulers,
     train_step,
@@ -35,7 +36,7 @@ def prepared(tmp_path_factory):
 def _losses(stream: BatchStream, vocab_size: int, steps: int) -> list[float]:
     torch.manual_seed(0)
     model = Seq2Seq(ModelConfig(vocab_size=vocab_size, hidden_size=16, dropout=0.0))
-    config = TrainConfig(out="unused", lr=3e-3, precision="fp32")
+    config = replace(TUTORIAL, out="unused", lr=3e-3, precision="fp32", schedule_steps=4000)
     optimizers = make_optimizers(model, config)
     schedulers = make_schedulers(optimizers, config)
     objective = Objective(model)

@@ -1,7 +1,8 @@
 """The chatbot's network: a bidirectional GRU encoder and a GRU decoder with Luong attention.
 
-Read top to bottom: the config, the attention, then `Seq2Seq` with its three jobs
-(encode the query, decode one step, decode a whole target under teacher forcing).
+Read top to bottom: the attention, then `Seq2Seq` with its three jobs (encode the query,
+decode one step, decode a whole target under teacher forcing); its config, `ModelConfig`,
+lives in chat.config with the other settings.
 
 Shapes are time-major like the notes: (time, batch, ...). Both decoder paths use the same
 weights and give the same numbers; the whole-sequence path exists because one GRU call over
@@ -14,41 +15,13 @@ for 2 layers is layer 0 forward and layer 0 backward) instead of each layer's tw
 summed.
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from torchtutor.chat.config import ModelConfig  # re-exported: the model's config
 from torchtutor.chat.vocab import SOS
-
-ATTENTION_METHODS = ("dot", "general", "concat")
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    hidden_size: int = 500
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    attention: str = "dot"
-    dropout: float = 0.1
-    tutorial_compat: bool = False
-
-    def __post_init__(self) -> None:
-        if self.attention not in ATTENTION_METHODS:
-            raise ValueError(f"attention must be one of {ATTENTION_METHODS}, "
-                             f"not {self.attention!r}")
-        if self.vocab_size <= SOS or self.hidden_size <= 0:
-            raise ValueError("vocab_size and hidden_size must be positive (vocab incl. specials)")
-        if min(self.encoder_layers, self.decoder_layers) < 1:
-            raise ValueError("encoder_layers and decoder_layers must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.tutorial_compat and self.decoder_layers > 2 * self.encoder_layers:
-            # encoder_hidden[:decoder_layers] has only 2 * encoder_layers slices to give
-            raise ValueError("tutorial_compat needs decoder_layers <= 2 * encoder_layers")
 
 
 def decoder_layer_sources(encoder_layers: int, decoder_layers: int) -> list[int]:
@@ -111,6 +84,8 @@ class LuongAttention(nn.Module):
 class Seq2Seq(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.vocab_size == 0:
+            raise ValueError("ModelConfig.vocab_size is 0: set it from the vocabulary first")
         self.config = config
         hidden, vocab = config.hidden_size, config.vocab_size
         # One embedding, used by the encoder and the decoder alike.

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from torchtutor.chat.config import PrepareConfig  # re-exported: the data settings
 from torchtutor.chat.corpus import (
     Pair,
     describe_skipped,
@@ -50,37 +51,11 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass
-class PrepareConfig:
-    corpus: str = "chatterbot"
-    max_length: int = 10
-    min_count: int = 3
-    oov: str = "drop"
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-    has_unk: bool = True
-
-
-@dataclass
 class PreparedData:
     vocab: Vocab
     splits: dict[str, list[tuple[str, str]]]   # "train"/"valid"/"test" -> normalized pairs
     stats: dict
     pairs: list[Pair] = field(default_factory=list)   # the raw pairs read, for pairs.tsv
-
-
-def _check(config: PrepareConfig) -> None:
-    if config.oov not in ("drop", "unk"):
-        raise UserError(f"--oov must be drop or unk, not {config.oov}")
-    if config.oov == "unk" and not config.has_unk:
-        raise UserError("--oov unk needs a vocabulary with UNK")
-    if config.max_length < 2:
-        raise UserError("--max-length must be at least 2 (one word plus EOS)")
-    for name in ("valid_fraction", "test_fraction"):
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise UserError(f"{name} must be in [0, 1)")
-    if config.valid_fraction + config.test_fraction >= 1.0:
-        raise UserError("valid and test fractions leave nothing to train on")
 
 
 def split_conversations(conversations: list[str], valid_fraction: float, test_fraction: float,
@@ -231,7 +206,6 @@ def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
     without.
     """
     pairs_file = text_files if pairs_file is None else pairs_file
-    _check(config)
     stream = open_corpus(config.corpus)
     out = Path(out_dir)
     try:
@@ -475,13 +449,10 @@ def format_stats(stats: dict) -> str:
                      for k, v in rows)
 
 
-def main(args) -> int:
-    config = PrepareConfig(corpus=args.corpus, max_length=args.max_length,
-                           min_count=args.min_count, oov=args.oov,
-                           valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
-                           seed=args.seed)
+def main(config: PrepareConfig, out: str, text_files: bool = True) -> int:
+    """`chat prepare`: write the prepared folder `out` and print its counts."""
     start = time.perf_counter()
-    stats = prepare_folder(config, args.out, text_files=getattr(args, "text_files", True))
+    stats = prepare_folder(config, out, text_files=text_files)
     print(format_stats(stats))
-    print(f"wrote {args.out} in {time.perf_counter() - start:.2f} s")
+    print(f"wrote {out} in {time.perf_counter() - start:.2f} s")
     return 0

@@ -1,7 +1,8 @@
 """`torchtutor chat train`: teacher-forced seq2seq training with checkpoints and exact resume.
 
-Layout, top to bottom: the recipes, the config, the objective (what one step differentiates),
-the step function, evaluation, checkpoint state, the loop, `main`.
+Layout, top to bottom: the objective (what one step differentiates), the step function,
+evaluation, checkpoint state, the loop, `main`. The config (`TrainConfig`, nesting the model's
+and the data's) and the recipes are chat.config's; `train` takes that config alone.
 
 The loss is the masked negative log-likelihood of the reply's real (non-pad) tokens. The
 default takes its mean over every real token of the batch; `--tutorial-compat` backpropagates
@@ -33,8 +34,8 @@ from tqdm.auto import tqdm
 
 from torchtutor.chat import run_dir as rd
 from torchtutor.chat.batches import Batch, BatchStream, PairSource, sorted_batches
-from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig
+from torchtutor.chat.config import DIRECTIONS, TrainConfig
+from torchtutor.chat.model import Seq2Seq
 from torchtutor.chat.train_data import data_of_run, open_training_data
 from torchtutor.chat.vocab import SOS, Vocab
 from torchtutor.runtime import distributed as ddp
@@ -44,72 +45,12 @@ from torchtutor.runtime.checkpoint import (
     load_state_dict_checked,
     save_checkpoint,
 )
+from torchtutor.runtime.config import from_dict, to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write, check_folder, make_folder, remove_stale_temps
-from torchtutor.runtime.options import check_count, check_positive, check_range, check_seed
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
-
-# --- recipes -------------------------------------------------------------------------------
-
-MODEL_KEYS = ("hidden_size", "encoder_layers", "decoder_layers", "attention", "dropout")
-
-# The notes' settings (their model, optimizer and 4000 iterations of batch 64).
-TUTORIAL = {
-    "hidden_size": 500, "encoder_layers": 2, "decoder_layers": 2, "attention": "dot",
-    "dropout": 0.1, "batch_size": 64, "lr": 1e-4, "decoder_lr_ratio": 5.0, "clip": 50.0,
-    "adam_beta2": 0.999, "unigram_bias": False,
-    "teacher_forcing": 1.0, "steps": 4000, "warmup_steps": 0, "schedule": "constant",
-    "bucket": False, "precision": "fp32", "eval_every": 500, "checkpoint_every": 500,
-    "backward": False,
-}
-# Same architecture and sizes; what measured best on Cornell at one CPU thread
-# (bench/RESULTS.md): batch 128, bf16 autocast where the hardware is fast at it (AMX/AVX512-BF16
-# CPUs, recent GPUs), the whole-sequence decoder, the output bias started at the replies' log
-# word frequencies, the notes' encoder lr but a decoder lr 30x (not 5x) of it, decaying
-# linearly to 5% over 450 steps (1.7 epochs of Cornell). Raising the encoder's lr, clipping
-# harder, Adam beta2 0.98, a smaller embedding init, a larger output-layer lr, batch 64 or 256
-# all measured the same or worse.
-DEFAULT = {
-    **TUTORIAL,
-    "batch_size": 128, "decoder_lr_ratio": 30.0, "schedule": "linear", "steps": 450,
-    "unigram_bias": True,
-    "precision": "auto", "eval_every": 250, "checkpoint_every": 250,
-    # Then a backward model (reply -> query) with the same recipe into RUN_DIR/backward: the
-    # default decoder reranks candidate replies with it (chat.rerank).
-    "backward": True,
-}
-RECIPES = {"tutorial": TUTORIAL, "default": DEFAULT}
-
-
-@dataclass
-class TrainConfig:
-    out: str
-    recipe: str = "default"
-    tutorial_compat: bool = False
-    steps: int | None = 4000             # optimizer steps; None: until the time budget is spent
-    time_budget: float | None = None     # seconds of training (evaluation and saving excluded)
-    batch_size: int = 64
-    lr: float = 1e-4                     # encoder (and embedding) learning rate
-    decoder_lr_ratio: float = 5.0        # decoder lr = lr * this
-    clip: float = 50.0                   # gradient norm clip, per optimizer's parameters
-    adam_beta2: float = 0.999            # Adam's second-moment decay
-    unigram_bias: bool = False           # start the output bias at the replies' log unigram
-    teacher_forcing: float = 1.0
-    teacher_forcing_per_step: bool = False
-    warmup_steps: int = 0
-    schedule: str = "constant"           # constant | cosine | linear (after the warm-up)
-    schedule_steps: int = 4000           # the decay's horizon
-    bucket: bool = False                 # batch pairs of similar length together
-    precision: str = "fp32"              # fp32 | bf16 (autocast) | auto
-    eval_every: int = 500
-    checkpoint_every: int = 500
-    seed: int = 0
-    device: str = "auto"
-    target_valid_loss: float | None = None   # stop once the validation loss is at most this
-    direction: str = "forward"           # forward: query -> reply; backward: reply -> query
-    backward: bool = False               # after a forward run, train RUN_DIR/backward too
 
 
 @dataclass
@@ -332,14 +273,15 @@ class LoopState:
     best_valid_loss: float | None = None
 
 
-def checkpoint_state(model: Seq2Seq, optimizers: list, schedulers: list, stream: BatchStream,
-                     state: LoopState) -> dict:
+def checkpoint_state(config: TrainConfig, model: Seq2Seq, optimizers: list, schedulers: list,
+                     stream: BatchStream, state: LoopState) -> dict:
     return {"model": model.state_dict(),
             "optimizers": [opt.state_dict() for opt in optimizers],
             "schedulers": [s.state_dict() for s in schedulers],
             "stream": stream.state_dict(),
             "rng": rng_state(),
             "model_config": asdict(model.config),
+            "config": to_dict(config),    # the whole resolved run config
             **asdict(state)}
 
 
@@ -410,9 +352,6 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
 
 # --- the loop ------------------------------------------------------------------------------
 
-DIRECTIONS = ("forward", "backward")
-
-
 def oriented(splits: dict[str, list[tuple[str, str]]],
              direction: str) -> dict[str, list[tuple[str, str]]]:
     """The pairs as the model learns them: (query, reply) forward, (reply, query) backward.
@@ -432,20 +371,38 @@ def _say(text: str) -> None:
     tqdm.write(text, file=sys.stdout)
 
 
-def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
-          resume: bool = False, epochs: float | None = None,
+def resolve_length(config: TrainConfig, batches_per_epoch: int) -> TrainConfig:
+    """The run's length in steps, and the lr decay's horizon, once the data is known.
+
+    `--epochs` becomes steps; an unset horizon is the run's steps. A resumed run's config
+    already holds its horizon, so a new length does not stretch its schedule.
+    """
+    steps = config.steps
+    if config.epochs is not None:
+        steps = max(1, math.ceil(config.epochs * batches_per_epoch))
+    if steps is None and config.time_budget is None:
+        raise UserError("give --steps, --epochs or --time-budget")
+    horizon = config.schedule_steps if config.schedule_steps is not None else steps
+    if horizon is None:
+        raise UserError("a run bound by --time-budget alone needs --schedule-steps")
+    return replace(config, steps=steps, epochs=None, schedule_steps=horizon)
+
+
+def train(config: TrainConfig, resume: bool = False,
           after_step: Callable[[int, Seq2Seq, float], None] | None = None) -> TrainResult:
-    """Train into `config.out`. `epochs` (if given) sets `config.steps` from the data.
+    """Train into `config.out`, per `config` (its model and data configs included).
 
     `after_step(step, model, loss)` runs after every step (the bench records the first losses
     with it; tests interrupt a run with it).
     """
+    if not config.out:
+        raise UserError("give the run folder (--out)")
     out = Path(config.out)
     ctx = ddp.init_distributed(config.device)
     device = ctx.device
     # torchrun restarted the group after a worker died: carry on from the last checkpoint.
     resume = resume or ddp.should_resume(out / rd.LAST, ctx)
-    if config.tutorial_compat and data_config.has_unk:
+    if config.tutorial_compat and config.data.has_unk:
         raise UserError("--tutorial-compat uses a vocabulary without UNK (has_unk=False)")
     check_folder(out)
     if not resume and (out / rd.LAST).exists():
@@ -455,13 +412,10 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
     # The token store, memory-mapped (a prepared folder as it is, else prepared into out/data).
-    data = open_training_data(data_config, out, resume, ctx)
-    data_config = data.config
+    data = open_training_data(config.data, out, resume, ctx)
     vocab = data.vocab
     direction = config.direction
-    if direction not in DIRECTIONS:
-        raise UserError(f"direction must be forward or backward, not {direction!r}")
-    if config.tutorial_compat and data_config.has_unk:
+    if config.tutorial_compat and data.config.has_unk:
         raise UserError(f"--tutorial-compat needs a vocabulary without UNK and {data.folder} "
                         "has one; give --corpus the raw corpus instead")
     if resume:
@@ -469,21 +423,20 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         if saved.index2word != vocab.index2word:
             raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
                             "cannot resume")
+    if config.model.vocab_size not in (0, len(vocab)):
+        raise UserError(f"the config's model has {config.model.vocab_size} outputs but the "
+                        f"vocabulary of {data.config.corpus} holds {len(vocab)} tokens")
     train_pairs = data.split("train").view(direction)
     if not len(train_pairs):
-        raise UserError(f"no training pairs in {data_config.corpus}")
+        raise UserError(f"no training pairs in {data.config.corpus}")
     valid = eval_batches(data.split("valid").view(direction))
     stream = BatchStream(train_pairs, config.batch_size, seed=config.seed, bucket=config.bucket,
                          rank=ctx.rank, world_size=ctx.world_size)
-    if epochs is not None:
-        config.steps = max(1, math.ceil(epochs * stream.batches_per_epoch))
-        if not resume:
-            config.schedule_steps = config.steps
-    if config.steps is None and config.time_budget is None:
-        raise UserError("give --steps, --epochs or --time-budget")
+    # Resolved once: from here on `config` is the whole run, as the run folder records it.
+    config = replace(resolve_length(config, stream.batches_per_epoch), data=data.config,
+                     model=replace(config.model, vocab_size=len(vocab)))
 
-    model = Seq2Seq(ModelConfig(vocab_size=len(vocab), tutorial_compat=config.tutorial_compat,
-                                **model_params)).to(device)
+    model = Seq2Seq(config.model).to(device)
     if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
         with torch.no_grad():
             model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
@@ -504,7 +457,7 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         make_folder(out)
         vocab.save(out / rd.VOCAB)
     if ctx.is_main:
-        rd.write_config(out, model.config, asdict(config), asdict(data_config))
+        rd.write_config(out, config)
     # DDP wraps the objective (after any restore: it starts every rank from rank 0's weights).
     objective = ddp.wrap_model(objective, ctx)
 
@@ -520,8 +473,8 @@ def train(config: TrainConfig, model_params: dict, data_config: PrepareConfig,
         if not ctx.is_main:
             return
         try:
-            save_checkpoint(out / name, checkpoint_state(model, optimizers, schedulers, stream,
-                                                         state))
+            save_checkpoint(out / name, checkpoint_state(config, model, optimizers, schedulers,
+                                                         stream, state))
         except NonFiniteWeights:  # never write (or call good) weights that hold NaN or inf
             raise UserError(f"the weights became NaN or infinite by step {state.step}; "
                             f"stopped ({kept()})") from None
@@ -640,98 +593,14 @@ def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: flo
     return text
 
 
-# --- command line --------------------------------------------------------------------------
+# --- the command ---------------------------------------------------------------------------
 
-RESUMABLE = ("steps", "epochs", "time_budget", "device", "eval_every", "checkpoint_every")
-
-
-def check_length_options(args) -> None:
-    """--steps, --epochs and --time-budget: finite and positive (NaN once trained for ever)."""
-    if args.epochs is not None:
-        check_positive("--epochs", args.epochs)
-    if args.time_budget is not None:
-        check_positive("--time-budget", args.time_budget)
-
-
-def check_train_numbers(config: TrainConfig, dropout: float) -> None:
-    """Every numeric training option, through the one validation layer (runtime/options.py)."""
-    check_range("--teacher-forcing", config.teacher_forcing, 0, 1)
-    for flag, value in (("--lr", config.lr), ("--decoder-lr-ratio", config.decoder_lr_ratio),
-                        ("--clip", config.clip)):
-        check_positive(flag, value)
-    check_range("--adam-beta2", config.adam_beta2, 0, 1, high_open=True)
-    check_count("--warmup-steps", config.warmup_steps, 0)
-    check_range("--dropout", dropout, 0, 1, high_open=True)
-    check_seed("--seed", config.seed)
-
-
-def configs_from_args(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
-    """Turn `chat train` arguments into (train config, model params, data config, epochs).
-
-    Options left unset take the recipe's value; --tutorial-compat implies --recipe tutorial.
-    """
-    recipe_name = "tutorial" if args.tutorial_compat else args.recipe
-    recipe = RECIPES[recipe_name]
-
-    def pick(name: str):
-        value = getattr(args, name, None)
-        return recipe[name] if value is None else value
-
-    check_length_options(args)
-    steps = args.steps
-    if steps is None and args.epochs is None and args.time_budget is None:
-        steps = recipe["steps"]
-    config = TrainConfig(
-        out=_run_folder(args), recipe=recipe_name, tutorial_compat=args.tutorial_compat,
-        direction=args.direction,
-        steps=steps, time_budget=args.time_budget,
-        teacher_forcing_per_step=args.teacher_forcing_per_step,
-        schedule_steps=steps if steps is not None else recipe["steps"],
-        seed=args.seed, device=args.device,
-        **{name: pick(name) for name in (
-            "batch_size", "lr", "decoder_lr_ratio", "clip", "adam_beta2", "unigram_bias",
-            "teacher_forcing", "warmup_steps",
-            "schedule", "bucket", "precision", "eval_every", "checkpoint_every",
-            "backward")})
-    model_params = {name: pick(name) for name in MODEL_KEYS}
-    check_train_numbers(config, model_params["dropout"])
-    data = PrepareConfig(corpus=args.corpus, max_length=args.max_length,
-                         min_count=args.min_count, oov=args.oov,
-                         valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
-                         seed=args.seed, has_unk=not args.tutorial_compat)
-    return config, model_params, data, args.epochs
-
-
-def _stored_configs(out: str) -> tuple[TrainConfig, dict, PrepareConfig]:
+def stored_config(out: str | Path) -> TrainConfig:
+    """The resolved config a run folder holds (config.json), pointed at `out`."""
     stored = rd.read_config(out)
-    try:
-        config = TrainConfig(**{**stored["train"], "out": out})
-        model_params = {k: stored["model"][k] for k in MODEL_KEYS}
-        data = PrepareConfig(**stored["data"])
-    except (TypeError, KeyError) as exc:
-        raise UserError(f"{Path(out) / rd.CONFIG} does not hold a train config ({exc})") \
-            from None
-    return config, model_params, data
-
-
-def _run_folder(args) -> str:
-    """Where this command trains: RUN_DIR, or RUN_DIR/backward for --direction backward."""
-    if getattr(args, "direction", "forward") == "backward":
-        return str(Path(args.out) / rd.BACKWARD)
-    return args.out
-
-
-def resumed_configs(args) -> tuple[TrainConfig, dict, PrepareConfig, float | None]:
-    """The stored configs of RUN_DIR, with a new length, device or eval/save cadence."""
-    config, model_params, data = _stored_configs(_run_folder(args))
-    check_length_options(args)
-    if args.steps is not None or args.epochs is not None or args.time_budget is not None:
-        config.steps, config.time_budget = args.steps, args.time_budget
-    for name in ("eval_every", "checkpoint_every"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
-    config.device = args.device
-    return config, model_params, data, args.epochs
+    return from_dict(TrainConfig, {**stored["train"], "model": stored["model"],
+                                   "data": stored["data"], "out": str(out)},
+                     source=str(Path(out) / rd.CONFIG), strict=False)
 
 
 def backward_config(forward: TrainConfig) -> TrainConfig:
@@ -751,18 +620,18 @@ def _report(result: TrainResult, what: str) -> None:
               f"({rate:.0f} tokens/s); {valid}; run folder {result.run_dir}")
 
 
-def main(args) -> int:
-    """Train the run (and, by default, its backward model), or continue it with --resume."""
-    config, model_params, data, epochs = (resumed_configs(args) if args.resume
-                                          else configs_from_args(args))
+def main(config: TrainConfig, resume: bool = False) -> int:
+    """Train the run (and, by default, its backward model), or continue it (`resume`)."""
     what = "the backward model" if config.direction == "backward" else "the chatbot"
-    _report(train(config, model_params, data, resume=args.resume, epochs=epochs), what)
+    _report(train(config, resume=resume), what)
     if config.backward and config.direction == "forward":
         backward = backward_config(config)
         resume = (Path(backward.out) / rd.LAST).exists()
-        if resume:  # continue it with its own stored config
-            backward = replace(_stored_configs(backward.out)[0], device=config.device)
+        if resume:  # continue it with its own stored config, to the forward run's length
+            backward = replace(stored_config(backward.out), device=config.device,
+                               steps=config.steps, epochs=config.epochs,
+                               time_budget=config.time_budget)
         # The forward run's prepared data, mapped again rather than prepared a second time.
-        _report(train(backward, model_params, data_of_run(config.out, data), resume=resume,
-                      epochs=epochs), "the backward model")
+        backward = replace(backward, data=data_of_run(config.out, backward.data))
+        _report(train(backward, resume=resume), "the backward model")
     return 0
