@@ -15,16 +15,14 @@ RUN_DIR/
 
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from torchtutor.chat.config import ModelConfig, TrainConfig
-from torchtutor.chat.model import Seq2Seq
+from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.vocab import Vocab
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
-from torchtutor.runtime.config import to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 
@@ -46,11 +44,9 @@ class TrainedChatbot:
     backward: Seq2Seq | None = None   # RUN_DIR/backward's model, when the run has one
 
 
-def write_config(run_dir: str | os.PathLike, config: TrainConfig) -> None:
-    """The run's whole resolved config: its model and data sections, and the rest as train."""
-    values = to_dict(config)
-    sections = {"model": values.pop("model"), "train": values, "data": values.pop("data")}
-    atomic_write_text(Path(run_dir) / CONFIG, json.dumps(sections, indent=2) + "\n")
+def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
+    text = json.dumps({"model": asdict(model), "train": train, "data": data}, indent=2)
+    atomic_write_text(Path(run_dir) / CONFIG, text + "\n")
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
@@ -92,18 +88,15 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     vocab = Vocab.load(run_dir / VOCAB)
+    model_config = model_config_from(config, run_dir / CONFIG)
+    if model_config.vocab_size != len(vocab):
+        raise UserError(f"{run_dir}: the model has {model_config.vocab_size} outputs but "
+                        f"{VOCAB} holds {len(vocab)} tokens")
     path = run_dir / (BEST if which == "best" else LAST)
     if which == "best" and not path.exists():
         path = run_dir / LAST
     state = load_checkpoint(path, map_location="cpu", required_keys=("model", "step"),
                             types={"model": dict, "step": int})
-    # The checkpoint's own resolved config built its weights; older ones have only config.json.
-    saved = state.get("config")
-    model_config = model_config_from(saved if isinstance(saved, dict) and
-                                     isinstance(saved.get("model"), dict) else config, path)
-    if model_config.vocab_size != len(vocab):
-        raise UserError(f"{run_dir}: the model has {model_config.vocab_size} outputs but "
-                        f"{VOCAB} holds {len(vocab)} tokens")
     model = Seq2Seq(model_config)
     load_state_dict_checked(model, state["model"], path)
     try:

@@ -457,7 +457,9 @@ def train(config: TrainConfig, resume: bool = False,
         make_folder(out)
         vocab.save(out / rd.VOCAB)
     if ctx.is_main:
-        rd.write_config(out, config)
+        train_section = to_dict(config)   # the resolved config: model, train and data
+        del train_section["model"], train_section["data"]
+        rd.write_config(out, config.model, train_section, to_dict(config.data))
     # DDP wraps the objective (after any restore: it starts every rank from rank 0's weights).
     objective = ddp.wrap_model(objective, ctx)
 
