@@ -37,6 +37,7 @@ from torchtutor.chat.decode import (
     DecodeOptions,
     candidates,
     load_bot,
+    mmi_models,
     prepare_input,
     reply_batch,
 )
@@ -120,16 +121,17 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
     """Rerank one candidate pool per source under every (weight, bonus): valid split only."""
     queries = [q for q, _ in pairs]
     references = [r for _, r in pairs]
-    sources = {"beam 10": dataclasses.replace(BEST_DECODING, candidates=0),
-               "beam 16": dataclasses.replace(BEST_DECODING, beam_size=16, candidates=0),
-               "beam 16 + 8 samples": dataclasses.replace(BEST_DECODING, candidates=8),
-               "beam 10 + 8 samples": BEST_DECODING,
-               "beam 10 + 16 samples": dataclasses.replace(BEST_DECODING, candidates=16),
-               "beam 5 + 8 samples": dataclasses.replace(BEST_DECODING, beam_size=5),
+    def beam(size: int, samples: int) -> DecodeOptions:
+        return dataclasses.replace(BEST_DECODING, beam_size=size, candidates=samples)
+
+    sources = {"beam 16": beam(16, 0), "beam 8": beam(8, 0),
+               "beam 16 + 8 samples": beam(16, 8), "beam 8 + 8 samples": beam(8, 8),
+               "beam 8 + 16 samples": beam(8, 16), "beam 5 + 8 samples": beam(5, 8),
                "16 samples": dataclasses.replace(BEST_DECODING, method="sample",
                                                  candidates=16)}
     sources = {name: options for name, options in sources.items() if not only or name in only}
     ids = [prepare_input(bot.vocab, q, bot.max_length).ids for q in queries]
+    searcher, scorer = mmi_models(bot)
     print(HEADER.replace("decoder" + " " * 25, "source, weight, bonus".ljust(32)))
     for source, options in sources.items():
         generator = torch.Generator().manual_seed(0)
@@ -137,10 +139,10 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
         for start in tqdm(range(0, len(ids), DEFAULT_BATCH), desc=f"  {source}", leave=False,
                           file=sys.stderr):
             chunk = ids[start:start + DEFAULT_BATCH]
-            with torch.inference_mode():
-                found = candidates(bot, chunk, options, generator)
+            with torch.inference_mode():   # the models the decoder itself uses
+                found = candidates(searcher, chunk, options, generator)
             flat = [(row, h) for row, hyps in enumerate(found) for h in hyps]
-            scores = rerank.sequence_log_probs(bot.backward, [rerank.with_eos(h[0])
+            scores = rerank.sequence_log_probs(scorer, [rerank.with_eos(h[0])
                                                               for _, h in flat],
                                                [chunk[r] for r, _ in flat])
             per_row: list[list[tuple[list[int], float, float]]] = [[] for _ in chunk]

@@ -267,3 +267,27 @@ def test_int8_weights_keep_the_fitted_replies_and_survive_bad_input():
     for method in ("greedy", "beam"):
         assert len(reply_batch(fast, BAD_INPUTS, DecodeOptions(method=method))) == \
             len(BAD_INPUTS)
+
+
+@pytest.mark.parametrize("spread", ["peaked", "flat"])
+def test_sampling_shortlist_draws_from_the_same_distribution(spread):
+    """`_sample_tokens` samples from at most SHORTLIST words when that is exact; the draws
+    follow the full top-p distribution (`_filter_for_sampling`) either way, and a flat one
+    that reaches beyond the shortlist still reaches all of its words."""
+    from torchtutor.chat.decode import SHORTLIST, _filter_for_sampling, _sample_tokens
+
+    vocab = 3 * SHORTLIST
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, vocab, generator=generator) * (6.0 if spread == "peaked" else 0.01)
+    log_probs = logits.log_softmax(dim=-1)
+    options = DecodeOptions(method="sample", top_p=0.9)
+    expected = _filter_for_sampling(log_probs, options).softmax(dim=-1)[0]
+    draws = 20000
+    chosen = _sample_tokens(log_probs.expand(draws, vocab), options, generator)
+    counts = torch.bincount(chosen, minlength=vocab).double() / draws
+    assert bool((counts[expected == 0] == 0).all())          # nothing outside the nucleus
+    if spread == "peaked":
+        top = expected.topk(5).indices
+        assert torch.allclose(counts[top], expected[top].double(), atol=0.02)
+    else:
+        assert int((counts > 0).sum()) > SHORTLIST

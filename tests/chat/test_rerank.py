@@ -165,3 +165,27 @@ def test_the_command_line_refuses_bad_decoding_options_in_one_line(flags, tmp_pa
     assert cli.main(["chat", "reply", "--run", str(tmp_path), *flags, "hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_int8_candidates_still_show_fp32_scores():
+    """On the CPU the MMI candidates come from the int8 copies (decode.mmi_models), but the
+    score a reply shows is the fp32 forward model's log p(reply | query)."""
+    from torchtutor.chat.decode import attach_int8_draft, mmi_models
+
+    bot = trained_tiny_bot()
+    torch.manual_seed(1)
+    bot.backward = tiny_bot(seed=1, hidden=32).model
+    attach_int8_draft(bot)
+    searcher, backward = mmi_models(bot)
+    assert searcher.model is bot.draft and backward is bot.backward_draft
+    texts = [normalize(s) for s in SENTENCES]
+    options = DecodeOptions(method="beam", beam_size=4, rerank="mmi", candidates=3, seed=0,
+                            mmi_weight=1.0, n_best=2)
+    for text, reply in zip(texts, reply_batch(bot, texts, options), strict=True):
+        query = bot.vocab.encode(text)[0] + [EOS]
+        shown = [(reply.words, reply.score)] + [(a.split(), s) for a, s in reply.alternatives]
+        assert reply.words
+        ids = bot.vocab.encode(" ".join(reply.words))[0]
+        ids = ids + [EOS] if len(ids) < bot.max_length else ids
+        fp32 = rerank.sequence_log_probs(bot.model, [query], [ids])[0]
+        assert shown[0][1] == pytest.approx(fp32, abs=1e-4)

@@ -85,7 +85,7 @@ def main(args) -> int:
     config = AttentionConfig(run=args.run, text=" ".join(args.text), out=args.out,
                              device=args.device)
     output_file(config.out, replaceable=_is_png)   # a folder or an unrelated file: refused
-    bot = load_trained(config.run, resolve_device(config.device))
+    bot = load_trained(config.run, resolve_device(config.device), with_backward=False)
     amap = attention_map(bot, config.text)
     path = plot_attention(amap, config.out)
     reply = display_text([w for w in amap.output_words if w != "EOS"])

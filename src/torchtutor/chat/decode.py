@@ -18,6 +18,7 @@ model's tokens ("i m fine .").
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from torchtutor.chat.options import (  # noqa: F401  (re-exported: the options l
 )
 from torchtutor.chat.text import normalize, tokenize
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
-from torchtutor.runtime.device import resolve_device
+from torchtutor.runtime.device import device_of, resolve_device
 from torchtutor.runtime.errors import UserError
 
 # Checked int8 greedy search (the CPU default). At batch 1 a step is bound by reading the
@@ -70,9 +71,11 @@ def attach_int8_draft(bot: Any, fp32_scores: bool = False) -> Any:
     `fp32_scores`: every reply's score must be fp32's (a caller that shows scores); the
     draft's scores are int8's on replies it did not check, so greedy then runs in fp32.
     """
-    if _device_of(bot.model).type == "cpu":
+    if device_of(bot.model).type == "cpu":
         bot.draft = quantize_int8(bot.model).eval()
         bot.draft.policy = DraftPolicy(fp32_scores=fp32_scores)
+        if getattr(bot, "backward", None) is not None:
+            bot.backward_draft = quantize_int8(bot.backward).eval()
     return bot
 
 
@@ -149,7 +152,7 @@ def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None
     options.check()
     generator = None
     if options.method == "sample" or (options.rerank == "mmi" and options.candidates):
-        generator = torch.Generator(device=_device_of(bot.model))
+        generator = torch.Generator(device=device_of(bot.model))
         if options.seed is not None:
             generator.manual_seed(options.seed)
         else:
@@ -191,14 +194,10 @@ def notices(reply: Reply, has_unk: bool = True) -> list[str]:
 
 # --- batched search ----------------------------------------------------------------------------
 
-def _device_of(model: torch.nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
 
 def encode_ids(model: Any, id_lists: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
     """Zero-padded time-major inputs for `id_lists` through the encoder."""
-    device = _device_of(model)
+    device = device_of(model)
     width = max(len(ids) for ids in id_lists)
     padded = [ids + [PAD] * (width - len(ids)) for ids in id_lists]
     inputs = torch.tensor(padded, dtype=torch.long).t()
@@ -249,17 +248,80 @@ def _filter_for_sampling(log_probs: Tensor, options: DecodeOptions) -> Tensor:
     return logits
 
 
+# Sampling draws from at most this many likeliest words when that is exact: with top-k up to
+# it, or with top-p when these words already hold top_p of the mass (for the default-recipe
+# Cornell run, top-p 0.9: 84% of sampling steps of a batch of 8; 256 words: 19%). Sorting the
+# whole vocabulary, and drawing from all of it, took 5 of a sampled step's 7 ms at batch 8.
+SHORTLIST = 1024
+
+
+def _sample_tokens(log_probs: Tensor, options: DecodeOptions,
+                   generator: torch.Generator | None) -> Tensor:
+    """One token per row of (B, V) log-probs, drawn under temperature, top-k and top-p."""
+    vocab = log_probs.size(-1)
+    logits = (log_probs - log_probs.amax(dim=-1, keepdim=True)) / options.temperature
+    probs = None
+    if 0 < options.top_k <= SHORTLIST and options.top_k < vocab:
+        top = logits.topk(options.top_k, dim=-1)
+        probs = top.values.softmax(dim=-1)               # the top-k words' own distribution
+    elif options.top_k == 0 and options.top_p < 1.0 and SHORTLIST < vocab:
+        top = logits.topk(SHORTLIST, dim=-1)
+        probs = logits.softmax(dim=-1).gather(-1, top.indices)
+        if not bool((probs.sum(dim=-1) >= options.top_p).all()):
+            probs = None                                  # the nucleus reaches further
+    if probs is None:
+        full = _filter_for_sampling(log_probs, options).softmax(dim=-1)
+        return torch.multinomial(full, 1, generator=generator).squeeze(1)
+    if options.top_p < 1.0:   # the same rule as _filter_for_sampling, on sorted words
+        drop = (probs.cumsum(dim=-1) - probs) >= options.top_p
+        drop[..., 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    picked = torch.multinomial(probs, 1, generator=generator)
+    return top.indices.gather(-1, picked).squeeze(1)
+
+
 def _decode_chunk(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
                   generator: torch.Generator | None) -> list[list[tuple[list[str], float]]]:
     """Ranked (words, score) hypotheses for each input of one chunk."""
     with torch.inference_mode():
         if options.rerank == "mmi":
-            found = rerank.mmi_rerank(bot.backward, id_lists,
-                                      candidates(bot, id_lists, options, generator),
-                                      options.mmi_weight, options.length_bonus)
+            found = _mmi(bot, id_lists, options, generator)
         else:
             found = _search(bot, id_lists, options, generator)
     return [[(bot.vocab.decode(ids), score) for ids, score in ranked] for ranked in found]
+
+
+def mmi_models(bot: Any) -> tuple[Any, Any]:
+    """The bot whose model searches MMI's candidates, and the backward model that scores
+    them: the int8 copies when the bot has them (attach_int8_draft), else its own models."""
+    draft, backward_draft = getattr(bot, "draft", None), getattr(bot, "backward_draft", None)
+    if draft is None or backward_draft is None:
+        return bot, bot.backward
+    searcher = copy.copy(bot)
+    searcher.model, searcher.draft = draft, None
+    return searcher, backward_draft
+
+
+def _mmi(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
+         generator: torch.Generator | None) -> list[list[tuple[list[int], float]]]:
+    """MMI reranking (chat.rerank). On the CPU (unless --exact) the candidates are searched,
+    and the backward model scores them, with the int8 copies: that is where nearly all of a
+    reply's time goes, and the ranking only needs the scores' order, which int8's rounding
+    rarely changes (bench/RESULTS.md). The replies a caller shows are then scored again with
+    the fp32 forward model, so every score shown is still fp32's log p(reply | input)."""
+    searcher, backward = mmi_models(bot)
+    ranked = rerank.mmi_rerank(backward, id_lists,
+                               candidates(searcher, id_lists, options, generator),
+                               options.mmi_weight, options.length_bonus)
+    if searcher is bot:
+        return ranked
+    shown = [row[:max(options.n_best, 1)] for row in ranked]
+    flat = [(i, tokens) for i, row in enumerate(shown) for tokens, _ in row if tokens]
+    scores = rerank.sequence_log_probs(bot.model, [id_lists[i] for i, _ in flat],
+                                       [tokens for _, tokens in flat]) if flat else []
+    fp32 = {(i, tuple(tokens)): score for (i, tokens), score in zip(flat, scores, strict=True)}
+    return [[(tokens, fp32.get((i, tuple(tokens)), score)) for tokens, score in row]
+            for i, row in enumerate(shown)]
 
 
 def candidates(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
@@ -271,8 +333,8 @@ def candidates(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
     return rerank.pool(*searched, *sampled, min_length=options.min_length)
 
 
-def _steered(options: DecodeOptions) -> bool:
-    return options.min_length > 0 or options.repetition_penalty != 1.0
+def _steered(min_length: int, repetition_penalty: float) -> bool:
+    return min_length > 0 or repetition_penalty != 1.0
 
 
 def _search(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
@@ -284,7 +346,7 @@ def _search(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
                            min_length=options.min_length,
                            repetition_penalty=options.repetition_penalty)
     if (options.method == "greedy" and getattr(bot, "draft", None) is not None
-            and not _steered(options)):
+            and not _steered(options.min_length, options.repetition_penalty)):
         tokens, scores = checked_greedy(bot.model, bot.draft, id_lists, bot.max_length,
                                         options.no_repeat_ngram, bot.vocab.has_unk)
     else:
@@ -346,7 +408,7 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
     step_log_probs: list[Tensor] = []
     attention: list[Tensor] = []
     histories: list[list[int]] = [[] for _ in range(batch)]
-    steered = min_length > 0 or repetition_penalty != 1.0
+    steered = _steered(min_length, repetition_penalty)
     seen: Tensor | None = None
     rows = torch.arange(batch, device=device)
     # Few ops per step on purpose: at batch 1 each op's fixed cost is a visible share, so the
@@ -368,8 +430,7 @@ def greedy_search(model: Any, id_lists: list[list[int]], max_length: int,
             # max's indices, like argmax, are the first maximum; it is twice as fast here.
             chosen = choose_from.max(dim=-1).indices
         else:
-            probs = _filter_for_sampling(choose_from, sampling).softmax(dim=-1)
-            chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            chosen = _sample_tokens(choose_from, sampling, generator)
         if seen is not None:
             seen[rows, chosen] = True
         step_log_probs.append(log_probs)
@@ -482,7 +543,7 @@ def beam_search(model: Any, id_lists: list[list[int]], max_length: int, beam_siz
     encoder_outputs, encoder_mask, hidden = encode_ids(model, id_lists)
     batch, k = len(id_lists), beam_size
     device = encoder_outputs.device
-    steered = min_length > 0 or repetition_penalty != 1.0
+    steered = _steered(min_length, repetition_penalty)
     # Every hypothesis of input b sits in rows b*k .. b*k+k-1.
     expand = torch.arange(batch, device=device).repeat_interleave(k)
     encoder_outputs = encoder_outputs.index_select(1, expand)

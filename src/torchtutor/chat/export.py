@@ -296,7 +296,7 @@ def main(args) -> int:
         from torchtutor.chat.export_package import check_out
 
         check_out(config.out)
-    bot = load_trained(config.run, torch.device("cpu"))
+    bot = load_trained(config.run, torch.device("cpu"), with_backward=False)
     if config.format == "torchscript":
         return _export_torchscript(bot, config)
     return _export_folder(bot, config)

@@ -22,13 +22,10 @@ from typing import Any
 import torch
 
 from torchtutor.chat.vocab import EOS, PAD
+from torchtutor.runtime.device import device_of
 
 Hypothesis = tuple[list[int], float]   # token ids (EOS included when reached), log p(r | q)
 
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
@@ -40,7 +37,7 @@ def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
 def sequence_log_probs(model: Any, sources: list[list[int]], targets: list[list[int]],
                        chunk: int = 256) -> list[float]:
     """log p(target | source) for each pair (ids with EOS), teacher-forced, `chunk` at a time."""
-    device = _device_of(model)
+    device = device_of(model)
     out: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(sources), chunk):

@@ -77,11 +77,12 @@ def model_config_from(config: dict, source: str | os.PathLike = CONFIG) -> Model
 
 
 def load_trained(run_dir: str | os.PathLike, device: torch.device,
-                 which: str = "best") -> TrainedChatbot:
+                 which: str = "best", with_backward: bool = True) -> TrainedChatbot:
     """The trained model (eval mode, on `device`) and its vocabulary.
 
     `which` is "best" or "last"; a run that never evaluated has no best.pt, and then the last
-    checkpoint is used.
+    checkpoint is used. `with_backward`: also load RUN_DIR/backward when there is one (the
+    reranking decoders need it; export and the attention plot do not).
     """
     if which not in ("best", "last"):
         raise UserError(f"checkpoint must be 'best' or 'last', not {which!r}")
@@ -104,8 +105,9 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{run_dir / CONFIG}: data.max_length missing") from None
     return TrainedChatbot(model=model.to(device).eval(), vocab=vocab, config=config,
-                          max_length=max_length, backward=_backward_model(run_dir, vocab,
-                                                                          device, which))
+                          max_length=max_length,
+                          backward=_backward_model(run_dir, vocab, device, which)
+                          if with_backward else None)
 
 
 def has_backward(run_dir: str | os.PathLike) -> bool:

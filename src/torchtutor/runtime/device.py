@@ -5,6 +5,12 @@ import torch
 from torchtutor.runtime.errors import UserError
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are (the CPU for a model with none)."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
