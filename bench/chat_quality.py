@@ -10,10 +10,14 @@ so their relevance is marked) and the median milliseconds per reply at batch 1 (
 
     python bench/chat_quality.py --run RUN [--split test] [--latency-queries 200]
     python bench/chat_quality.py --run RUN --split valid --grid     # choose the MMI settings
+    python bench/chat_quality.py --run RUN --prompts bench/prompts/everyday.txt
 
 `--grid` is for choosing the default decoder's settings on the *validation* split (never the
 test split): it builds each candidate pool once and reranks it under every MMI weight and
 length bonus, printing one row per setting.
+
+`--prompts FILE` prints, instead, a Markdown table of greedy's and the default decoder's replies
+to each line of FILE (everyday prompts written for this check, not taken from the corpus).
 
 The last line reads `default decoder: generic A%  distinct-2 B  bleu C  (greedy: generic D%
 distinct-2 E  bleu F)`.
@@ -44,13 +48,20 @@ from torchtutor.chat.decode import (
 from torchtutor.chat.evaluate import relevance, reply_measures, split_pairs, teacher_forced_loss
 from torchtutor.chat.vocab import EOS
 
+
+def describe(options: DecodeOptions) -> str:
+    samples = f" + {options.candidates} samples" if options.candidates else ""
+    return (f"default (beam {options.beam_size}{samples}, mmi {options.mmi_weight:g}, "
+            f"bonus {options.length_bonus:g})")
+
+
+DEFAULT_NAME = describe(BEST_DECODING)
 DECODERS = {
     "greedy": DecodeOptions(method="greedy"),
     "beam 5": DecodeOptions(method="beam", beam_size=5),
     "top-p 0.9": DecodeOptions(method="sample", top_p=0.9, seed=0),
-    "default (beam 16 + mmi 5, bonus 2)": BEST_DECODING,
+    DEFAULT_NAME: BEST_DECODING,
 }
-DEFAULT_NAME = "default (beam 16 + mmi 5, bonus 2)"
 
 
 def cpu_name() -> str:
@@ -118,7 +129,8 @@ def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
 
 def grid(bot, pairs, weights: list[float], bonuses: list[float],
          only: list[str] | None = None) -> None:
-    """Rerank one candidate pool per source under every (weight, bonus): valid split only."""
+    """Rerank one candidate pool per source under every (weight, bonus): valid split only.
+    Rows marked "d" count the length bonus over distinct words (rerank.distinct_words)."""
     queries = [q for q, _ in pairs]
     references = [r for _, r in pairs]
     def beam(size: int, samples: int) -> DecodeOptions:
@@ -149,15 +161,24 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
             for (r, (tokens, forward)), backward in zip(flat, scores, strict=True):
                 per_row[r].append((tokens, forward, backward))
             pools += per_row
-        for weight, bonus in itertools.product(weights, bonuses):
+        counts = {"": rerank.words_in, " d": rerank.distinct_words}
+        for weight, bonus, (mark, count) in itertools.product(weights, bonuses, counts.items()):
             replies = []
             for hyps in pools:
-                best = max(hyps, key=lambda h: h[1] + weight * h[2]
-                           + bonus * rerank.words_in(h[0]))
+                best = max(hyps, key=lambda h: h[1] + weight * h[2] + bonus * count(h[0]))
                 replies.append(bot.vocab.decode(best[0]))
             measures = reply_measures(replies, references)
-            print(row(f"{source}, {weight:g}, {bonus:g}", measures,
+            print(row(f"{source}, {weight:g}, {bonus:g}{mark}", measures,
                       relevance_of(bot, queries, replies), None, True), flush=True)
+
+
+def prompt_table(bot, prompts: list[str]) -> None:
+    """Greedy's and the default decoder's replies side by side, as a Markdown table."""
+    greedy = reply_batch(bot, prompts, DECODERS["greedy"])
+    best = reply_batch(bot, prompts, DECODERS[DEFAULT_NAME])
+    print(f"| prompt | greedy | {DEFAULT_NAME} |\n|---|---|---|")
+    for prompt, g, b in zip(prompts, greedy, best, strict=True):
+        print(f"| {prompt} | {g.text} | {b.text} |")
 
 
 def main() -> int:
@@ -178,6 +199,9 @@ def main() -> int:
     parser.add_argument("--sources", default="",
                         help="comma-separated candidate sources for --grid, empty: all "
                              "(default: all)")
+    parser.add_argument("--prompts", default=None,
+                        help="a file of prompts, one a line: print greedy's and the default's "
+                             "replies to them instead (default: none)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
@@ -189,6 +213,10 @@ def main() -> int:
     if bot.backward is None:
         parser.error(f"{args.run} has no backward model; train one with "
                      "`torchtutor chat train --direction backward --out RUN`")
+    if args.prompts:
+        with open(args.prompts, encoding="utf-8") as f:
+            prompt_table(bot, [line.strip() for line in f if line.strip()])
+        return 0
     pairs = split_pairs(args.run, bot.config, args.split)
     if args.limit:
         pairs = pairs[:args.limit]

@@ -260,24 +260,26 @@ def _sample_tokens(log_probs: Tensor, options: DecodeOptions,
     """One token per row of (B, V) log-probs, drawn under temperature, top-k and top-p."""
     vocab = log_probs.size(-1)
     logits = (log_probs - log_probs.amax(dim=-1, keepdim=True)) / options.temperature
-    probs = None
+    wide = None    # rows whose nucleus reaches beyond the shortlist
     if 0 < options.top_k <= SHORTLIST and options.top_k < vocab:
         top = logits.topk(options.top_k, dim=-1)
         probs = top.values.softmax(dim=-1)               # the top-k words' own distribution
     elif options.top_k == 0 and options.top_p < 1.0 and SHORTLIST < vocab:
         top = logits.topk(SHORTLIST, dim=-1)
         probs = logits.softmax(dim=-1).gather(-1, top.indices)
-        if not bool((probs.sum(dim=-1) >= options.top_p).all()):
-            probs = None                                  # the nucleus reaches further
-    if probs is None:
+        wide = probs.sum(dim=-1) < options.top_p
+    else:
         full = _filter_for_sampling(log_probs, options).softmax(dim=-1)
         return torch.multinomial(full, 1, generator=generator).squeeze(1)
     if options.top_p < 1.0:   # the same rule as _filter_for_sampling, on sorted words
         drop = (probs.cumsum(dim=-1) - probs) >= options.top_p
         drop[..., 0] = False
         probs = probs.masked_fill(drop, 0.0)
-    picked = torch.multinomial(probs, 1, generator=generator)
-    return top.indices.gather(-1, picked).squeeze(1)
+    chosen = top.indices.gather(-1, torch.multinomial(probs, 1, generator=generator)).squeeze(1)
+    if wide is not None and bool(wide.any()):
+        full = _filter_for_sampling(log_probs[wide], options).softmax(dim=-1)
+        chosen[wide] = torch.multinomial(full, 1, generator=generator).squeeze(1)
+    return chosen
 
 
 def _decode_chunk(bot: Any, id_lists: list[list[int]], options: DecodeOptions,
