@@ -20,14 +20,16 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.progress import read_metrics
+from torchtutor.vision.config import RECIPES
 from torchtutor.vision.data import load_data
-from torchtutor.vision.train import RECIPES, TrainConfig, train
+from torchtutor.vision.train import train
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / \
     "cifar10-jpeg.tar.gz"
@@ -46,14 +48,14 @@ def cpu_name() -> str:
 def run_recipe(name: str, data: str, out: Path, device: str, budget: float | None,
                epochs: float | None, lr: float | None = None, seed: int = 0,
                widths: list[int] | None = None, quiet: bool = False) -> dict:
-    values = dict(RECIPES[name])
+    config = replace(RECIPES[name], out=str(out), device=device, time_budget=budget,
+                     plan_from_budget=budget is not None and epochs is None, seed=seed,
+                     model=replace(RECIPES[name].model, widths=widths),
+                     data=replace(RECIPES[name].data, source=data))
     if epochs is not None:
-        values["epochs"] = epochs
+        config = replace(config, epochs=epochs)
     if lr is not None:
-        values["lr"] = lr
-    config = TrainConfig(data=data, out=str(out), model=name, recipe=name, device=device,
-                         time_budget=budget, plan_from_budget=budget is not None and
-                         epochs is None, seed=seed, widths=widths, **values)
+        config = replace(config, lr=lr)
     started = time.perf_counter()
     result = train(config, quiet=quiet)
     result["wall_seconds"] = time.perf_counter() - started

@@ -97,11 +97,14 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                             description="Train, evaluate and use an image classifier.")
     cmds = vision.add_subparsers(dest="vision_command", metavar="COMMAND", required=True)
 
-    p = cmds.add_parser("train", help="train a classifier")
-    p.add_argument("--data", default="cifar10",
+    p = cmds.add_parser("train", help="train a classifier",
+                        description="Options left out keep the recipe's value "
+                                    "(vision.config).")
+    p.add_argument("--data", default=None,
                    help="'cifar10' (downloaded), a CIFAR-10 archive or folder, or an image "
-                        "folder tree")
-    p.add_argument("--model", choices=["tutorial", "fast"], default="fast")
+                        "folder tree (default: cifar10)")
+    p.add_argument("--model", choices=["tutorial", "fast"], default=None,
+                   help="the notes' net or the fast one (default: the recipe's; fast)")
     p.add_argument("--recipe", choices=["tutorial", "fast"], default=None,
                    help="training recipe (default: the one named like the model)")
     p.add_argument("--out", required=True, help="run folder for config, logs and checkpoints")
@@ -110,15 +113,18 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="stop training cleanly after this many seconds, then evaluate")
-    p.add_argument("--valid-fraction", type=_fraction, default=0.1,
-                   help="for a single image folder without train/test: share held out")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    p.add_argument("--valid-fraction", type=_fraction, default=None,
+                   help="for a single image folder without train/test: share held out "
+                        "(default: 0.1)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="autocast (auto: bf16 on CUDA where supported, else fp16; on a "
                         "CPU with bf16 units bf16 for the fast model, else fp32)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
-    _device(p)
-    _handler(p, "torchtutor.vision.train:main")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR's checkpoint; only the length, the budget, the "
+                        "device and the precision may change")
+    _device(p, default=None)
+    _handler(p, _vision_train)
 
     p = cmds.add_parser("evaluate", help="overall and per-class accuracy, confusion matrix")
     p.add_argument("--run", required=True, help="run folder written by `vision train`")
@@ -377,11 +383,14 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
 # --max-length data.max_length, --seed every seed. A flag left out (None) keeps the recipe's
 # value, so a recipe's values live in chat.config alone.
 
-def flag_changes(args: argparse.Namespace, config: Any) -> dict[str, Any]:
-    """The fields of `config` (dotted for nested configs) that the given flags set."""
+def flag_changes(args: argparse.Namespace, config: Any,
+                 aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """The fields of `config` (dotted for nested configs) that the given flags set; `aliases`
+    names the flags that are not named after their field."""
     changes = {}
     for key in flatten(to_dict(config)):
-        value = getattr(args, key.rsplit(".", 1)[-1], None)
+        name = (aliases or {}).get(key, key.rsplit(".", 1)[-1])
+        value = getattr(args, name, None)
         if value is not None:
             changes[key] = value
     return changes
@@ -421,13 +430,47 @@ def chat_train_config(args: argparse.Namespace):
     return replace_nested(recipe, changes)
 
 
-def _refuse_contradictions(stored: Any, changes: dict[str, Any]) -> None:
+def _refuse_contradictions(stored: Any, changes: dict[str, Any],
+                           resumable: tuple[str, ...] = CHAT_RESUMABLE) -> None:
     values = flatten(to_dict(stored))
     for key, value in changes.items():
-        if key not in CHAT_RESUMABLE and values.get(key) != value:
+        if key not in resumable and values.get(key) != value:
             raise UserError(f"--resume continues {stored.out} as it was trained: "
                             f"{key.rsplit('.', 1)[-1].replace('_', '-')} is {values.get(key)!r} "
                             f"there, not {value!r} (drop the option, or train a new run)")
+
+
+# `vision train --data` names the images, `--model` the net.
+VISION_ALIASES = {"data.source": "data", "model.name": "model"}
+VISION_RESUMABLE = (*LENGTH, "device", "precision", "out")
+
+
+def vision_train_config(args: argparse.Namespace):
+    """`vision train`'s flags as a TrainConfig: the recipe (default: the one named like the
+    model), with the options given on top; with only a time budget the fast recipe fits its
+    schedule to it."""
+    from torchtutor.vision.config import RECIPES as VISION_RECIPES
+    from torchtutor.vision.config import TrainConfig
+
+    changes = flag_changes(args, TrainConfig(), VISION_ALIASES)
+    if args.resume:
+        from torchtutor.vision.train import stored_config
+
+        stored = stored_config(args.out)
+        _refuse_contradictions(stored, changes, VISION_RESUMABLE)
+        return replace_nested(stored, {k: v for k, v in changes.items()
+                                       if k in VISION_RESUMABLE})
+    name = args.recipe or args.model or TrainConfig.recipe
+    changes["recipe"] = name
+    changes["plan_from_budget"] = (name == "fast" and args.time_budget is not None
+                                   and args.epochs is None)
+    return replace_nested(VISION_RECIPES[name], changes)
+
+
+def _vision_train(args: argparse.Namespace) -> int:
+    from torchtutor.vision import train
+
+    return train.main(vision_train_config(args), resume=args.resume)
 
 
 def _chat_train(args: argparse.Namespace) -> int:

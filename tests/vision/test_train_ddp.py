@@ -28,12 +28,14 @@ def tree(tmp_path_factory):
     patch.undo()
 
 
-def options(tree, out, recipe: str, batch_size: int, epochs: int = 2) -> list[str]:
+def options(tree, out, recipe: str, batch_size: int | None, epochs: int = 2) -> list[str]:
     # The tutorial net has no BatchNorm, so nothing depends on how a batch is split. The fast
-    # recipe brings the device-side batches with random crops and flips.
+    # recipe brings the device-side batches with random crops and flips. A resumed run keeps
+    # its batch size (batch_size None: the option is left out, as --resume wants).
+    batch = [] if batch_size is None else ["--batch-size", str(batch_size)]
     return ["vision", "train", "--data", str(tree / "colours"), "--out", str(out),
             "--model", "tutorial", "--recipe", recipe, "--epochs", str(epochs), "--lr", "0.01",
-            "--batch-size", str(batch_size), "--precision", "fp32", "--device", "cpu"]
+            *batch, "--precision", "fp32", "--device", "cpu"]
 
 
 def weights(run) -> dict:
@@ -70,12 +72,12 @@ def test_single_process_checkpoint_resumes_under_torchrun_and_back(tree):
     run = tree / "cross"
     assert main(options(tree, run, "tutorial", 2 * PER_RANK_BATCH, epochs=1)) == 0
     before = weights(run)
-    result = torchrun(options(tree, run, "tutorial", PER_RANK_BATCH) + ["--resume"])
+    result = torchrun(options(tree, run, "tutorial", None) + ["--resume"])
     assert_ok(result)
     assert load_checkpoint(run / CHECKPOINT_NAME)["epoch"] == 2
     assert largest_change(before, weights(run)) > 1e-3
     before = weights(run)
-    assert main(options(tree, run, "tutorial", PER_RANK_BATCH, epochs=3) + ["--resume"]) == 0
+    assert main(options(tree, run, "tutorial", None, epochs=3) + ["--resume"]) == 0
     assert load_checkpoint(run / CHECKPOINT_NAME)["epoch"] == 3
     assert largest_change(before, weights(run)) > 1e-3
 

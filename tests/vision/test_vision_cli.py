@@ -52,12 +52,15 @@ def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
     assert f"error: {bad}: not an image" in err and "missing.jpg: no such file" in err
 
 
-def test_resume_continues_exactly(tiny_tree, tmp_path):
+def test_resume_continues_exactly(tiny_tree, tmp_path, capsys):
     straight, resumed = tmp_path / "a", tmp_path / "b"
     assert _train(tiny_tree, straight, "--model", "tutorial", "--epochs", "2") == 0
     assert _train(tiny_tree, resumed, "--model", "tutorial", "--epochs", "1") == 0
     assert _train(tiny_tree, resumed, "--model", "tutorial") == 2  # refuses to overwrite
     assert _train(tiny_tree, resumed, "--model", "tutorial", "--epochs", "2", "--resume") == 0
+    # --resume refuses options that contradict the run, in one line
+    assert _train(tiny_tree, resumed, "--epochs", "3", "--lr", "0.5", "--resume") == 2
+    assert "lr is 0.001 there, not 0.5" in capsys.readouterr().err
     a = load_checkpoint(straight / "checkpoint.pt")
     b = load_checkpoint(resumed / "checkpoint.pt")
     assert a["step"] == b["step"] == 18

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
@@ -12,14 +13,15 @@ import torch
 from tests.vision.colour_tree import write_colour_tree
 from torchtutor.cli import main
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
+from torchtutor.vision.config import FAST, TUTORIAL, TrainConfig
 from torchtutor.vision.inference import predict_logits
 from torchtutor.vision.lookahead import Lookahead
 from torchtutor.vision.models import build_model
-from torchtutor.vision.train import RECIPES, TrainConfig, lr_at, parameter_groups
+from torchtutor.vision.train import lr_at, parameter_groups
 
 
 def fast_config(**overrides) -> TrainConfig:
-    return TrainConfig(data="x", out="y", **{**RECIPES["fast"], **overrides})
+    return replace(FAST, out="y", **overrides)
 
 
 def test_fast_schedule_warms_up_from_a_fifth_and_ends_at_seven_percent():
@@ -32,7 +34,7 @@ def test_fast_schedule_warms_up_from_a_fifth_and_ends_at_seven_percent():
     assert all(a <= b for a, b in pairwise(rates[:peak + 1]))
     assert all(a >= b for a, b in pairwise(rates[peak:]))
     # The notes' recipe keeps its constant rate.
-    tutorial = TrainConfig(data="x", out="y", **RECIPES["tutorial"])
+    tutorial = replace(TUTORIAL, out="y")
     assert lr_at(tutorial, 0.0) == lr_at(tutorial, 0.7) == tutorial.lr
 
 

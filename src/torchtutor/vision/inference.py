@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
 from torchtutor.runtime.errors import UserError
+from torchtutor.vision.config import config_from_saved
 from torchtutor.vision.data import normalize
 from torchtutor.vision.models import build_model
 
@@ -128,10 +129,10 @@ def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
     path = run_dir / CHECKPOINT_NAME
     state = load_checkpoint(path, required_keys=("model", "config", "classes", "mean", "std"),
                             types=CHECKPOINT_TYPES)
-    config = state["config"]
+    config = config_from_saved(state["config"], str(path))
+    name = config.model.name
     try:
-        name = config["model"]
-        model = build_model(name, len(state["classes"]), config.get("widths"))
+        model = build_model(name, len(state["classes"]), config.model.widths)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {path} has an unusable config ({exc})") from None
     load_state_dict_checked(model, state["model"], path)
@@ -141,11 +142,9 @@ def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     return LoadedRun(model=model, model_name=name, classes=list(state["classes"]),
-                     mean=list(state["mean"]), std=list(state["std"]), data=config["data"],
-                     valid_fraction=float(config.get("valid_fraction", 0.1)),
-                     seed=int(config.get("seed", 0)), tta=bool(config.get("tta", False)),
-                     tta_translate=bool(config.get("tta_translate", False)),
-                     dtype=autocast_dtype(config.get("precision", "auto"), device,
-                                          name == "fast"),
+                     mean=list(state["mean"]), std=list(state["std"]),
+                     data=config.data.source, valid_fraction=config.data.valid_fraction,
+                     seed=config.seed, tta=config.tta, tta_translate=config.tta_translate,
+                     dtype=autocast_dtype(config.precision, device, name == "fast"),
                      channels_last=channels_last, device=device)
 

@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from torchtutor.runtime.checkpoint import (
     load_state_dict_checked,
     save_checkpoint,
 )
+from torchtutor.runtime.config import to_dict
 from torchtutor.runtime.device import synchronize
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import (
@@ -32,10 +33,10 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
-from torchtutor.runtime.options import check_positive, check_seed
 from torchtutor.runtime.progress import MetricsLog, progress
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
+from torchtutor.vision.config import TrainConfig, config_from_saved
 from torchtutor.vision.data import (
     DeviceBatches,
     ImageData,
@@ -57,85 +58,6 @@ from torchtutor.vision.models import build_model
 
 METRICS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy",
            "train_seconds", "images_per_second"]
-
-# The two recipes' defaults; any option given on the command line overrides them.
-RECIPES = {
-    # The notes: cross-entropy, SGD lr 0.001 momentum 0.9, batch 4, 2 epochs, no augmentation.
-    "tutorial": dict(epochs=2, batch_size=4, lr=0.001, momentum=0.9, nesterov=False,
-                     weight_decay=0.0, label_smoothing=0.0, warmup=0.0, schedule="constant",
-                     augment=False, tta=False),
-    # airbench's recipe (Keller Jordan's CIFAR-10 speed runs), in mean-loss terms: label
-    # smoothing 0.2, Nesterov SGD momentum 0.85 at batch 1024 with lr 1.5 and weight decay
-    # 1.33e-3 (airbench's 11.5 per 1024 summed examples and 0.0153 decoupled), 64x the rate for
-    # batch-norm shifts, linear warm-up from 20% over 23% of the run then linear decay to 7%,
-    # the whitening layer's bias trained for 3 epochs only, lookahead averaging, random crops
-    # and flips on the device, and mirror plus one-pixel-shift test-time augmentation.
-    "fast": dict(epochs=10, batch_size=1024, lr=1.5, momentum=0.85, nesterov=True,
-                 weight_decay=1.33e-3, label_smoothing=0.2, warmup=0.23, warmup_start=0.2,
-                 final_lr=0.07, schedule="warmup_linear", bias_lr_scale=64.0,
-                 whiten_bias_epochs=3.0, lookahead=True, augment=True, tta=True,
-                 tta_translate=True),
-}
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    model: str = "fast"
-    recipe: str = "fast"
-    epochs: float = 10
-    batch_size: int = 512
-    lr: float = 0.4
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.2
-    warmup: float = 0.2
-    warmup_start: float = 0.1  # the rate at step 0, as a fraction of `lr`
-    final_lr: float = 0.0  # the rate at the end, as a fraction of `lr`
-    schedule: str = "warmup_linear"
-    bias_lr_scale: float = 1.0  # batch-norm shifts train at this multiple of the rate
-    whiten_bias_epochs: float | None = None  # None: the whitening bias trains throughout
-    lookahead: bool = False
-    augment: bool = True
-    tta: bool = True
-    tta_translate: bool = False  # TTA also over one-pixel shifts (needs `tta`)
-    time_budget: float | None = None
-    valid_fraction: float = 0.1
-    precision: str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    widths: list[int] | None = None
-    plan_from_budget: bool = False  # choose the epochs from measured speed and the budget
-    extra: dict = field(default_factory=dict)
-
-
-def check_options(args) -> None:
-    """The numeric options, through the one validation layer (runtime/options.py)."""
-    if getattr(args, "lr", None) is not None:
-        check_positive("--lr", args.lr)
-    if getattr(args, "time_budget", None) is not None:
-        check_positive("--time-budget", args.time_budget)
-    if getattr(args, "epochs", None) is not None:
-        check_positive("--epochs", args.epochs)
-    check_seed("--seed", args.seed)
-
-
-def config_from_args(args) -> TrainConfig:
-    check_options(args)
-    recipe = args.recipe or args.model
-    values = dict(RECIPES[recipe])
-    for name in ("epochs", "batch_size", "lr"):
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name)
-    plan = (recipe == "fast" and args.time_budget is not None
-            and getattr(args, "epochs", None) is None)
-    return TrainConfig(data=args.data, out=args.out, model=args.model, recipe=recipe,
-                       time_budget=args.time_budget, valid_fraction=args.valid_fraction,
-                       precision=args.precision, seed=args.seed, device=args.device,
-                       plan_from_budget=plan, **values)
-
 
 def lr_at(config: TrainConfig, progress_: float) -> float:
     """Learning rate at `progress_` (0 at the start, 1 at the end) of the run."""
@@ -179,11 +101,11 @@ class Trainer:
         self.config, self.data, self.device = config, data, device
         self.ctx = ctx or ddp.DistContext(device=device)  # torchrun's rank and world size
         self.mean, self.std = channel_stats(data.train_images)
-        self.model = build_model(config.model, len(data.classes), config.widths)
+        self.model = build_model(config.model.name, len(data.classes), config.model.widths)
         if hasattr(self.model, "init_whitening"):
             sample = data.train_images[torch.randperm(len(data.train_images))[:5000]]
             self.model.init_whitening(normalize(sample, self.mean, self.std))
-        self.channels_last = uses_channels_last(config.model, device)
+        self.channels_last = uses_channels_last(config.model.name, device)
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -192,7 +114,7 @@ class Trainer:
             # processes normalize with their own part's statistics.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = ddp.wrap_model(self.model, self.ctx)  # DDP under torchrun; steps call it
-        self.dtype = autocast_dtype(config.precision, device, config.model == "fast")
+        self.dtype = autocast_dtype(config.precision, device, config.model.name == "fast")
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, config), lr=config.lr,
@@ -336,15 +258,16 @@ class Trainer:
         # the per-epoch `ThreadChooser` keeps re-checking the thread count.
         self.total_steps = max(1, int(0.95 * budget / per_step[threads]))
         self.total_steps = ddp.broadcast_object(self.total_steps, self.ctx)  # rank 0's plan
-        self.config.epochs = round(self.total_steps / self.steps_per_epoch, 3)
-        self.config.extra["threads"] = threads
+        # The resolved config records the planned length.
+        self.config = replace(self.config,
+                              epochs=round(self.total_steps / self.steps_per_epoch, 3))
         timed = ", ".join(f"{n} thread(s) {t * 1000:.0f} ms" for n, t in per_step.items())
         print(f"planned {self.total_steps} steps ({self.config.epochs} epochs) with {threads} "
               f"thread(s); per step: {timed}", file=sys.stderr)
 
     def state(self, epoch: int, skip: int, finished: bool) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": asdict(self.config), "classes": self.data.classes,
+                "config": to_dict(self.config), "classes": self.data.classes,
                 "mean": self.mean, "std": self.std, "epoch": epoch, "batch_in_epoch": skip,
                 "step": self.step, "total_steps": self.total_steps,
                 "world_size": self.ctx.world_size,
@@ -384,39 +307,48 @@ class Trainer:
         return int(state["epoch"]), skip
 
 
-def train(config: TrainConfig, quiet: bool = False) -> dict:
-    """Train per `config` into `config.out`; returns the final metrics."""
+def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> dict:
+    """Train per `config` into `config.out` (or continue it: `resume`); returns the final
+    metrics."""
     threads = torch.get_num_threads()
     try:
-        return _train(config, quiet)
+        return _train(config, resume, quiet)
     finally:
         torch.set_num_threads(threads)  # the run may have chosen its own; give it back
 
 
-def _train(config: TrainConfig, quiet: bool) -> dict:
+def stored_config(out: str | Path) -> TrainConfig:
+    """The resolved config a run folder's checkpoint holds, pointed at `out`."""
+    path = Path(out) / CHECKPOINT_NAME
+    state = load_checkpoint(path, required_keys=("config",), types=CHECKPOINT_TYPES)
+    return replace(config_from_saved(state["config"], str(path)), out=str(out))
+
+
+# What resuming may change; the rest is the run's.
+RESUMABLE = ("epochs", "time_budget", "device", "precision")
+
+
+def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
     default_threads = torch.get_num_threads()
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     resume_state = None
     ctx = ddp.init_distributed(config.device)
     # A group that torchrun restarted after a failure resumes from the checkpoint by itself.
-    if config.extra.get("resume") or ddp.should_resume(ckpt_path, ctx):
+    if resume or ddp.should_resume(ckpt_path, ctx):
         resume_state = load_checkpoint(ckpt_path, required_keys=("model", "config", "step"),
                                        types=CHECKPOINT_TYPES)
-        saved = dict(resume_state["config"])
+        saved = config_from_saved(resume_state["config"], str(ckpt_path))
         # Keep the run's recipe and model; only the length and the budget may change.
-        for name in ("epochs", "time_budget", "device", "precision"):
-            saved[name] = getattr(config, name)
-        saved["extra"] = config.extra
-        saved["plan_from_budget"] = False
-        config = TrainConfig(**saved)
+        config = replace(saved, out=config.out, plan_from_budget=False,
+                         **{name: getattr(config, name) for name in RESUMABLE})
     elif check_folder(out) and ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume or choose another --out")
     if ctx.is_main:
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
     device = ctx.device
-    data = load_data(config.data, config.valid_fraction, config.seed)
+    data = load_data(config.data.source, config.data.valid_fraction, config.seed)
     trainer = Trainer(config, data, device, ctx)
     epoch, skip = 0, 0
     if resume_state is not None:
@@ -432,9 +364,10 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     if config.plan_from_budget and budget is not None:
         planning = time.perf_counter()
         trainer.plan_steps(budget)
+        config = trainer.config   # with the planned epochs
         trainer.train_seconds += time.perf_counter() - planning  # it spends the budget too
     if ctx.is_main:  # rank 0 alone writes the run folder
-        atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
     log = MetricsLog(out / "metrics.csv", METRICS) if ctx.is_main else ddp.NullLog()
     total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
     stopped = False
@@ -522,10 +455,8 @@ def _train(config: TrainConfig, quiet: bool) -> dict:
     return result
 
 
-def main(args) -> int:
-    config = config_from_args(args)
-    config.extra = {"resume": bool(args.resume)}
-    result = train(config)
+def main(config: TrainConfig, resume: bool = False) -> int:
+    result = train(config, resume=resume)
     if not ddp.is_main_process():
         return 0
     print(f"test accuracy {result['test_accuracy']:.2%} after {result['epochs']} epochs, "
