@@ -137,10 +137,12 @@ def load_queries(corpus: str | None) -> tuple[Vocab, list[str], str]:
     spec = corpus or (str(SHARED_CORNELL) if SHARED_CORNELL.is_dir() else None)
     if spec is None:
         # No Cornell copy: a synthetic vocabulary of the size the tutorial reports (7,826).
+        # Words of letters only: normalization drops digits, so "w12" would become "w".
+        words = ["".join(chr(97 + (i // 26**k) % 26) for k in range(3)) for i in range(7823)]
         vocab = Vocab(has_unk=False)
-        vocab.add_counts({f"w{i}": 1 for i in range(7823)})
+        vocab.add_counts({w: 1 for w in words})
         rng = random.Random(0)
-        queries = [" ".join(f"w{rng.randrange(7823)}" for _ in range(rng.randint(1, 9)))
+        queries = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 9)))
                    for _ in range(500)]
         return vocab, queries, "synthetic 7,826-word vocabulary"
     data = prepare_data(PrepareConfig(corpus=spec, has_unk=False))

@@ -163,3 +163,16 @@ def test_onnx_export_replies_like_chat_reply_exact(tmp_path):
     assert cli.main(["chat", "export", "--run", str(run), "--out", str(stray),
                      "--format", "onnx"]) == 2
     assert stray.read_text() == "keep me"
+
+
+def test_aoti_export_of_a_tutorial_compat_run(tmp_path):
+    # Unmasked attention once crashed AOTInductor's attention-fusion pass (torch 2.13).
+    from torchtutor import cli
+    from torchtutor.chat.export_template import Chatbot
+
+    run = tiny_run(has_unk=False)
+    out = tmp_path / "compat-bot"
+    assert cli.main(["chat", "export", "--run", str(run), "--out", str(out)]) == 0
+    texts = _queries(run, 40)
+    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    assert [r["reply"] for r in Chatbot(str(out)).replies(texts)] == [r.text for r in exact]

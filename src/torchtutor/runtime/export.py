@@ -35,10 +35,12 @@ class ExportConfig:
 
 def compile_aoti(programs: dict[str, Any], path: str | Path,
                  stage: Callable[[str], None] = lambda what: None,
-                 extra_files: dict[str, str] | None = None) -> Path:
+                 extra_files: dict[str, str] | None = None,
+                 options: dict[str, Any] | None = None) -> Path:
     """Compile each named ExportedProgram with AOTInductor into one `.pt2` package at `path`
     (`torch._inductor.package.load_package(path, name)` runs one); `extra_files` are stored
-    beside them (read back with `read_package_text`)."""
+    beside them (read back with runtime/exported.py's `package_text`); `options` are
+    Inductor settings."""
     from torch._inductor import aot_compile
     from torch.export.pt2_archive._package import package_pt2
 
@@ -47,7 +49,7 @@ def compile_aoti(programs: dict[str, Any], path: str | Path,
         stage(f"AOTInductor: compiling the {name} (gcc; a minute or more)")
         args, kwargs = program.example_inputs
         files[name] = aot_compile(program.module(check_guards=False), args, kwargs,
-                                  options={"aot_inductor.package": True})
+                                  options={"aot_inductor.package": True, **(options or {})})
     return atomic_write(path, lambda out: package_pt2(out, aoti_files=files,
                                                       extra_files=extra_files or {}))
 
