@@ -236,8 +236,9 @@ def _int8(p: argparse.ArgumentParser) -> None:
                          help="CPU only: int8 weights, about 3x faster; replies may differ "
                               "slightly")
     weights.add_argument("--exact", action="store_true",
-                         help="float32 weights only: no int8 draft for greedy search on the "
-                              "CPU (slower, never differs from the trained model)")
+                         help="float32 weights only: no int8 copies for greedy search or for "
+                              "MMI's candidates on the CPU (slower, never differs from the "
+                              "trained model)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
