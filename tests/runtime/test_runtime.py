@@ -67,10 +67,27 @@ def test_metrics_log_appends_across_runs(tmp_path):
     assert read_metrics(path) == [{"step": "1", "loss": "2.5"}, {"step": "2", "loss": "1.5"}]
 
 
-def test_progress_is_quiet_off_a_terminal(capsys):
+def test_progress_off_a_terminal_is_quiet_for_a_short_wait(capsys):
     for _ in progress(range(3), desc="x"):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_progress_off_a_terminal_writes_whole_lines_with_the_total(capsys, monkeypatch):
+    import torchtutor.runtime.progress as module
+
+    # As if every update came after a long wait: each one may write a line.
+    monkeypatch.setattr(module, "LINE_DELAY", 0.0)
+    monkeypatch.setattr(module, "LINE_INTERVAL", 0.0)
+    with progress(total=3, desc="train", unit="step") as bar:
+        for _ in range(3):
+            bar.update(1)
+            bar.set_postfix_str("loss 1.5")
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.endswith("\n")
+    lines = err.splitlines()
+    assert lines[-1].startswith("train: 100% 3/3") and lines[-1].endswith("loss 1.5]")
+    assert all(line.startswith("train: ") for line in lines)
 
 
 def test_cache_dir_override(monkeypatch, tmp_path):

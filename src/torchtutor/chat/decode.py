@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,8 +147,11 @@ def prepare_input(vocab: Any, text: str, max_length: int) -> PreparedInput:
 
 
 def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None,
-                batch_size: int = DEFAULT_BATCH) -> list[Reply]:
-    """Replies to `texts`, in order. `bot` is a TrainedChatbot (model, vocab, max_length)."""
+                batch_size: int = DEFAULT_BATCH,
+                on_chunk: Callable[[int], None] | None = None) -> list[Reply]:
+    """Replies to `texts`, in order. `bot` is a TrainedChatbot (model, vocab, max_length).
+
+    `on_chunk(n)` is told after each decoded chunk of `n` texts (a progress bar's update)."""
     options = options or DecodeOptions()
     options.check()
     generator = None
@@ -174,6 +178,8 @@ def reply_batch(bot: Any, texts: list[str], options: DecodeOptions | None = None
                                unknown_words=prepared[i].unknown_words,
                                truncated=prepared[i].truncated, empty=False,
                                alternatives=alternatives, words=words)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
     return replies  # type: ignore[return-value]
 
 

@@ -32,6 +32,7 @@ from torchtutor.chat.run_dir import has_backward
 from torchtutor.chat.text import normalize_many, tokenize
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.progress import progress
 
 BATCH = 64
 
@@ -57,7 +58,8 @@ def teacher_forced_loss(model: Any, vocab: Any, pairs: Sequence[tuple[str, str]]
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
     with torch.inference_mode():
-        for start in range(0, len(indexed), batch_size):
+        for start in progress(range(0, len(indexed), batch_size), desc="evaluate: loss",
+                              unit="batch"):
             batch = make_batch(indexed[start:start + batch_size]).to(device)
             outputs, mask, hidden = model.encode(batch.inputs, batch.lengths)
             log_probs = model.decode_teacher_forced(batch.targets, hidden, outputs, mask)
@@ -115,7 +117,8 @@ def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOp
     if not pairs:
         raise UserError("no pairs to evaluate")
     loss, tokens = teacher_forced_loss(bot.model, bot.vocab, pairs)
-    replies = reply_batch(bot, [q for q, _ in pairs], options)
+    with progress(total=len(pairs), desc="evaluate: replies", unit="pair") as bar:
+        replies = reply_batch(bot, [q for q, _ in pairs], options, on_chunk=bar.update)
     words = [r.words for r in replies]
     picks = sorted(random.Random(0).sample(range(len(pairs)), min(samples, len(pairs))))
     result = {
@@ -140,10 +143,13 @@ def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOp
 def corpus_pairs(spec: str, max_length: int) -> tuple[list[tuple[str, str]], int]:
     """Normalized pairs of another corpus that fit the run's length limit; and how many did not
     (the model never saw longer sentences, so they would say little about it)."""
-    from torchtutor.chat.corpus import load_corpus
+    from torchtutor.chat.corpus import nothing_usable, open_corpus
 
-    corpus = load_corpus(spec)
-    texts = [t for p in corpus.pairs for t in (p.query, p.reply)]
+    stream = open_corpus(spec)
+    read = list(progress(stream, desc="evaluate: read", unit="pair"))
+    if not read:
+        raise nothing_usable(spec, stream.skipped)
+    texts = [t for p in read for t in (p.query, p.reply)]
     normalized = normalize_many(texts)
     pairs, skipped = [], 0
     for q, r in zip(normalized[0::2], normalized[1::2], strict=True):
@@ -213,7 +219,10 @@ def main(args) -> int:
         pairs = split_pairs(config.run, bot.config, config.split)
         source = f"{config.split} split"
     if not pairs:
-        raise UserError(f"no pairs to evaluate in the {source}")
+        # A small corpus (the demo's) can leave a split empty: say what works instead.
+        hint = ("try --split train, or --corpus PATH" if not config.corpus
+                else "try a corpus of shorter sentences")
+        raise UserError(f"no pairs to evaluate in the {source}; {hint}")
     result = evaluate_pairs(bot, pairs, config.options, config.samples)
     result["source"] = source
     print(json.dumps(result) if config.as_json else format_report(result, source))

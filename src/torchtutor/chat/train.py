@@ -491,8 +491,12 @@ def train(config: TrainConfig, resume: bool = False,
 
     evaluations: list[tuple[int, float, float]] = []
     metrics = MetricsLog(out / rd.METRICS, METRIC_FIELDS) if ctx.is_main else ddp.NullLog()
-    bar = progress(total=config.steps, initial=state.step, desc="train", unit="step",
-                   force=None if ctx.is_main else False)
+    # The bar's total is what ends the run: its steps, else its budget in seconds of training.
+    by_budget = config.steps is None and config.time_budget is not None
+    bar = progress(total=config.time_budget if by_budget else config.steps,
+                   initial=state.train_seconds if by_budget else state.step, desc="train",
+                   unit="s" if by_budget else "step", force=None if ctx.is_main else False,
+                   bar_format=BUDGET_BAR if by_budget else None)
     window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
     log_every = max(1, min(50, config.eval_every))
     batches = iter(stream)
@@ -569,7 +573,7 @@ def train(config: TrainConfig, resume: bool = False,
                         plot_losses(out / rd.METRICS, out / rd.LOSS_PLOT)
             if state.step % config.checkpoint_every == 0 or done():
                 save(rd.LAST)
-            bar.update(1)
+            bar.update(seconds if by_budget else 1)
     finally:
         torch.set_num_threads(original_threads)
         bar.close()
@@ -583,15 +587,19 @@ def train(config: TrainConfig, resume: bool = False,
                        evaluations=evaluations)
 
 
+BUDGET_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]"
+
+
 def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: float) -> str:
     left = []
     if config.steps is not None:
         left.append((config.steps - state.step) * step_seconds)
     if config.time_budget is not None:
         left.append(config.time_budget - state.train_seconds)
-    text = f"loss {row['train_loss']} {row['tokens_per_s']} tok/s"
+    text = f"step {state.step} loss {row['train_loss']} {row['tokens_per_s']} tok/s"
     if left:
-        text += f" left {max(0.0, min(left)) / 60:.1f} min"
+        seconds = max(0.0, min(left))
+        text += f" left {seconds:.0f} s" if seconds < 120 else f" left {seconds / 60:.1f} min"
     return text
 
 

@@ -1,4 +1,4 @@
-"""Progress bars that stay quiet off a terminal, and an append-only CSV metrics log."""
+"""Progress bars with totals (plain periodic lines off a terminal), and a CSV metrics log."""
 
 import csv
 import os
@@ -7,16 +7,70 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as plain_tqdm
 
 from torchtutor.runtime.files import open_append, write_error
 
+# Off a terminal: nothing for a wait shorter than this, then a line at most this often. Short
+# enough that a log or a pipe never goes quiet for long, long enough not to flood it.
+LINE_DELAY = 1.0
+LINE_INTERVAL = 2.0
+_last_line = 0.0  # when any bar last wrote a line (time.time, the clock tqdm uses)
 
-def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "",
+
+class LineProgress(plain_tqdm):
+    """A tqdm bar that writes its state as whole lines (`train: 40% 40/100 [00:12<00:18]`), for
+    logs and pipes, where a redrawn bar would be one long line of carriage returns."""
+
+    def __init__(self, *args, **kwargs):
+        self._last_line, self._last_n = None, 0  # when a line was last written, at what n
+        kwargs.setdefault("delay", LINE_DELAY)
+        kwargs["mininterval"] = 0.25  # how often updates ask; `display` decides
+        kwargs["maxinterval"] = 0  # no tqdm monitor thread: lines come from updates
+        kwargs["dynamic_ncols"] = False
+        # the counts and times only, no bar characters (tqdm's ncols=0 ignores a bar_format)
+        if kwargs.get("bar_format"):
+            kwargs["bar_format"] = kwargs["bar_format"].replace("|{bar}| ", " ")
+        else:
+            kwargs["ncols"] = 0
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None,
+                final: bool = False) -> bool:
+        if msg == "":  # close() clearing a leave=False bar: there is nothing to clear
+            return False
+        global _last_line
+        now = self._time()
+        # A line at most every LINE_INTERVAL seconds across all bars (one bar after another
+        # stays as chatty as one bar), none for a bar done within LINE_DELAY. set_postfix and
+        # refresh call this directly, so the limit is kept here rather than in update.
+        start = getattr(self, "start_t", now)  # unset while tqdm.__init__ draws the first time
+        if not final and (now < start + self.delay or now - _last_line < LINE_INTERVAL):
+            return False
+        self.fp.write((msg or str(self)).strip() + "\n")
+        self.fp.flush()
+        self._last_line, self._last_n = now, self.n
+        _last_line = now
+        return True
+
+    def close(self) -> None:
+        if not self.disable and self._last_line is not None and self._last_n != self.n:
+            self.display(final=True)  # the final count, once any line was shown
+        super().close()
+
+
+def progress(iterable: Iterable | None = None, total: float | None = None, desc: str = "",
              unit: str = "it", force: bool | None = None, **kwargs) -> tqdm:
-    """A tqdm bar on stderr, disabled when stderr is not a terminal (CI logs, pipes)."""
-    enabled = sys.stderr.isatty() if force is None else force
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled,
-                dynamic_ncols=True, leave=False, file=sys.stderr, **kwargs)
+    """A progress bar on stderr: a tqdm bar on a terminal, else a plain line every
+    LINE_INTERVAL seconds once the wait is longer than LINE_DELAY. `force=False` silences it
+    (workers, quiet callers); `force=True` draws the bar even off a terminal."""
+    if force is False:
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=True, **kwargs)
+    if force or sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                    leave=False, file=sys.stderr, **kwargs)
+    return LineProgress(iterable, total=total, desc=desc, unit=unit, leave=False,
+                        file=sys.stderr, **kwargs)
 
 
 class MetricsLog:

@@ -73,7 +73,8 @@ def evaluate_run(loaded: LoadedRun, data_spec: str, out_png: Path) -> dict:
                         f"on {loaded.classes[:4]}...")
     logits = predict_logits(loaded.model, data.test_images, loaded.mean, loaded.std,
                             loaded.device, loaded.dtype, tta=loaded.tta,
-                            translate=loaded.tta_translate, channels_last=loaded.channels_last)
+                            translate=loaded.tta_translate, channels_last=loaded.channels_last,
+                            desc="evaluate")
     confusion = confusion_matrix(data.test_labels, logits.argmax(1), len(data.classes))
     report = accuracy_report(confusion, data.classes)
     save_confusion_png(confusion, data.classes, out_png,

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.progress import progress
 from torchtutor.vision.config import config_from_saved
 from torchtutor.vision.data import normalize
 from torchtutor.vision.models import build_model
@@ -92,15 +93,25 @@ def classify(model: nn.Module, x: torch.Tensor, tta: bool = False, translate: bo
 def predict_logits(model: nn.Module, images: torch.Tensor, mean: list[float], std: list[float],
                    device: torch.device, dtype: torch.dtype | None = None, tta: bool = False,
                    batch_size: int = 1000, channels_last: bool = False,
-                   translate: bool = False) -> torch.Tensor:
-    """fp32 logits for uint8 images (N, 3, H, W), in batches, under the run's autocast."""
+                   translate: bool = False, desc: str | None = None) -> torch.Tensor:
+    """fp32 logits for uint8 images (N, 3, H, W), in batches, under the run's autocast.
+
+    With `desc`, a progress bar of that name counts the images. Test-time augmentation makes
+    2 or 6 passes over a batch, so on a CPU its batches are that much smaller: the bar's
+    updates never wait longer than one plain pass over `batch_size` images.
+    """
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size].to(device), mean, std)
-        with autocast(device, dtype):
-            logits = classify(model, x, tta, translate, channels_last)
-        out.append(logits.cpu())
+    if device.type == "cpu":
+        batch_size = max(1, batch_size // (1 if not tta else 6 if translate else 2))
+    with progress(total=len(images), desc=desc or "", unit="image",
+                  force=None if desc else False) as bar:
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size].to(device), mean, std)
+            with autocast(device, dtype):
+                logits = classify(model, x, tta, translate, channels_last)
+            out.append(logits.cpu())
+            bar.update(len(x))
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 

@@ -210,7 +210,8 @@ class Trainer:
         logits = predict_logits(self.model, self.data.test_images[part], self.mean, self.std,
                                 self.device, self.dtype, tta=tta,
                                 translate=tta and self.config.tta_translate,
-                                channels_last=self.channels_last)
+                                channels_last=self.channels_last,
+                                desc="test" if self.ctx.is_main else None)
         self.model.train()
         right = float((logits.argmax(1) == self.data.test_labels[part]).sum())
         return ddp.all_reduce_sum([right], self.ctx)[0] / len(self.data.test_labels)
@@ -218,7 +219,9 @@ class Trainer:
     def _time_steps(self, it, count: int, warmup: int) -> float:
         """Median seconds per training step over `count` steps after `warmup` untimed ones."""
         timings = []
-        for i in range(warmup + count):
+        threads = torch.get_num_threads()
+        for i in progress(range(warmup + count), desc=f"planning: {threads} thread(s)",
+                          unit="step", force=None if self.ctx.is_main else False):
             x, y = next(it)
             start = time.perf_counter()
             self.train_step(x, y)
@@ -380,8 +383,11 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
             if skip == 0:
                 trainer.epoch_start_rng = trainer.generator.get_state()
             started, seen, loss_sum, correct, batches = time.perf_counter(), 0, 0.0, 0.0, skip
-            remaining = trainer.steps_per_epoch if trainer.by_clock else \
-                min(trainer.steps_per_epoch, trainer.total_steps - trainer.step + skip)
+            # The bar counts the planned steps (a budget's plan follows the clock, so a run
+            # may stop short of them or, past them, go on a whole epoch at a time).
+            planned = trainer.total_steps - trainer.step + skip
+            remaining = min(trainer.steps_per_epoch, planned) if planned > skip else \
+                trainer.steps_per_epoch
             bar = progress(total=remaining, initial=skip, unit="batch",
                            desc=f"epoch {epoch + 1}/{total_epochs}",
                            force=False if quiet or not ctx.is_main else None)
