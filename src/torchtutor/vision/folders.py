@@ -5,6 +5,7 @@ A single top folder (as in `cifar10-jpeg/train/...`) is looked through. Any form
 Pillow reads is converted to RGB and resized to `size` x `size` when it differs.
 """
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test", "valid": "test"}
@@ -65,24 +67,32 @@ def _decode_chunk(job: tuple[list[bytes], int]) -> tuple[np.ndarray, list[int]]:
     return out, failed
 
 
-def decode_many(blobs: list[bytes], size: int, workers: int | None = None,
+def decode_many(blobs: list[bytes], size: int, workers: int | None = None, desc: str = "",
                 ) -> tuple[torch.Tensor, list[int]]:
     """Decode many images, in a process pool when there are enough of them.
 
-    Returns (N, 3, size, size) uint8 and the indexes that could not be decoded.
+    Returns (N, 3, size, size) uint8 and the indexes that could not be decoded. With `desc`,
+    a progress bar of that name counts the images, a chunk at a time.
     """
     workers = workers or min(4, os.cpu_count() or 1)
-    if len(blobs) < _PARALLEL_MIN or workers < 2:
-        arrays, failed = _decode_chunk((blobs, size))
-    else:
-        step = max(500, len(blobs) // (workers * 8))
-        jobs = [(blobs[i:i + step], size) for i in range(0, len(blobs), step)]
-        # fork is cheap and the workers touch only Pillow and numpy, not torch.
-        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(_decode_chunk, jobs))
-        arrays = np.concatenate([r[0] for r in results])
-        failed = [i * step + j for i, r in enumerate(results) for j in r[1]]
+    step = max(500, len(blobs) // (workers * 8))
+    jobs = [(blobs[i:i + step], size) for i in range(0, len(blobs), step)] or [([], size)]
+    bar = progress(total=len(blobs), desc=desc, unit="image", force=None if desc else False)
+    with bar, contextlib.ExitStack() as stack:
+        if len(blobs) < _PARALLEL_MIN or workers < 2:
+            chunks = map(_decode_chunk, jobs)
+        else:
+            # fork is cheap and the workers touch only Pillow and numpy, not torch.
+            context = multiprocessing.get_context("fork" if sys.platform == "linux"
+                                                  else "spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+            chunks = pool.map(_decode_chunk, jobs)
+        results = []
+        for (chunk, _), result in zip(jobs, chunks, strict=True):
+            results.append(result)
+            bar.update(len(chunk))
+    arrays = np.concatenate([r[0] for r in results])
+    failed = [i * step + j for i, r in enumerate(results) for j in r[1]]
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous(), failed
 
 
@@ -161,8 +171,9 @@ def _build(paths: list[tuple[str, ...]], read: Callable[[int], bytes], size: int
         if unknown:
             raise UserError(f"{where}: classes {', '.join(unknown[:5])} appear in {split}/ "
                             "but not in train/")
-        blobs = [read(index) for index, _ in items]
-        images, failed = decode_many(blobs, size)
+        blobs = [read(index) for index, _ in progress(items, desc=f"read {split}/",
+                                                      unit="image")]
+        images, failed = decode_many(blobs, size, desc=f"decode {split}/")
         labels = torch.tensor([lookup[name] for _, name in items], dtype=torch.int64)
         if failed:
             names = ", ".join("/".join(paths[items[i][0]]) for i in failed[:3])

@@ -352,6 +352,10 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
     seed_everything(config.seed)
     device = ctx.device
     data = load_data(config.data.source, config.data.valid_fraction, config.seed)
+    if not quiet and ctx.is_main:  # building the model and optimizer takes seconds of imports
+        print(f"data: {len(data.train_labels)} training and {len(data.test_labels)} test "
+              f"images, {len(data.classes)} classes; building the {config.model} model",
+              file=sys.stderr, flush=True)
     trainer = Trainer(config, data, device, ctx)
     epoch, skip = 0, 0
     if resume_state is not None:
