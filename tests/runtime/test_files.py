@@ -110,3 +110,21 @@ def test_stale_temporaries_are_removed_at_the_next_save(tmp_path):
     assert remove_stale_temps(tmp_path) == 1   # the folder-wide sweep at a command's start
     assert not other.exists() and live.exists() and unrelated.exists()
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_users_umask_not_0600(tmp_path, umask):
+    from torchtutor.chat.prepare import PrepareConfig, prepare_folder
+
+    old = os.umask(umask)
+    try:
+        assert files.current_umask() == umask
+        written = [atomic_write_text(tmp_path / "config.json", "{}\n"),
+                   save_checkpoint(tmp_path / "last.pt", {"step": 1}) or tmp_path / "last.pt"]
+        prepare_folder(PrepareConfig(min_count=1), tmp_path / "prepared")
+        written += sorted((tmp_path / "prepared").iterdir())
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in written}
+    assert set(modes.values()) == {oct(expected)}, modes

@@ -1,5 +1,5 @@
+import os
 import random
-import urllib.request
 
 import numpy as np
 import pytest
@@ -108,10 +108,28 @@ def test_download_verifies_and_caches(monkeypatch, tmp_path):
     assert path.read_bytes() == b"payload"
     source.unlink()  # the cached copy is reused, no second fetch
     assert download.cached_download(url, good, "file.bin", "hint") == path
-    with pytest.raises(UserError, match="expected"):
-        other = tmp_path / "other.bin"
-        other.write_bytes(b"tampered")
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"tampered")
+    with pytest.raises(UserError, match=f"has sha256 {download.sha256_of(other)}, expected "
+                                        f"{good}; hint"):
         download.cached_download(other.as_uri(), good, "file2.bin", "hint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.bin", "other.bin"]  # no temp
+
+
+def test_download_streams_to_a_file_through_torch_hub(monkeypatch, tmp_path):
+    import torch.hub
+
+    # A 3 MB file through a file:// URL, in torch.hub's 8 KiB reads: never one read whole.
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 << 20))
+    calls = []
+    real = torch.hub.download_url_to_file
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    path = download.cached_download(source.as_uri(), download.sha256_of(source), "big.bin", "")
+    assert path.read_bytes() == source.read_bytes()
+    assert calls and calls[0][1]["hash_prefix"] == download.sha256_of(source)
 
 
 def test_download_without_network_says_what_to_do(monkeypatch, tmp_path):
@@ -119,7 +137,9 @@ def test_download_without_network_says_what_to_do(monkeypatch, tmp_path):
 
     def refuse(*args, **kwargs):
         raise OSError("network is unreachable")
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)  # the downloader torch.hub uses
     with pytest.raises(UserError) as err:
         download.cached_download("http://example.invalid/x.zip", "0" * 64, "x.zip",
                                  "pass --corpus PATH to use a local copy")

@@ -26,6 +26,7 @@ import numpy as np
 
 from torchtutor.chat.vocab import EOS, Vocab
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import current_umask
 
 FORMAT = 1
 HEADER = "store.json"
@@ -57,6 +58,7 @@ class _TempFile:
         fd, self.path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
         self.name = name
         self.file: BinaryIO = os.fdopen(fd, "wb")
+        os.fchmod(fd, 0o666 & ~current_umask())  # not mkstemp's 0600: the user's usual mode
 
     def finish(self) -> Path:
         self.file.flush()

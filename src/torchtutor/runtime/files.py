@@ -162,6 +162,21 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's
+    /proc), else set and restored at once (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`.
 
@@ -181,6 +196,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise write_error(path, exc, kept=existed) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600; the user's files get the mode `open` would give.
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -1,9 +1,11 @@
 """Progress bars with totals (plain periodic lines off a terminal), and a CSV metrics log."""
 
+import contextlib
 import csv
 import os
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -71,6 +73,28 @@ def progress(iterable: Iterable | None = None, total: float | None = None, desc:
                     leave=False, file=sys.stderr, **kwargs)
     return LineProgress(iterable, total=total, desc=desc, unit=unit, leave=False,
                         file=sys.stderr, **kwargs)
+
+
+@contextlib.contextmanager
+def waiting(desc: str, force: bool | None = None) -> Iterator[None]:
+    """For a wait with nothing to count (torch importing its compiler, a big file loading):
+    the time it has taken, refreshed from a thread, as a bar on a terminal or as a line every
+    LINE_INTERVAL seconds off one. `force` as for `progress`."""
+    bar = progress(desc=desc, force=force, bar_format="{desc}: {elapsed}")
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(0.25):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        bar.close()
 
 
 class MetricsLog:

@@ -33,7 +33,7 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
-from torchtutor.runtime.progress import MetricsLog, progress
+from torchtutor.runtime.progress import MetricsLog, progress, waiting
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadChooser
 from torchtutor.vision.config import TrainConfig, config_from_saved
@@ -352,11 +352,16 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
     seed_everything(config.seed)
     device = ctx.device
     data = load_data(config.data.source, config.data.valid_fraction, config.seed)
-    if not quiet and ctx.is_main:  # building the model and optimizer takes seconds of imports
-        print(f"data: {len(data.train_labels)} training and {len(data.test_labels)} test "
-              f"images, {len(data.classes)} classes; building the {config.model} model",
-              file=sys.stderr, flush=True)
-    trainer = Trainer(config, data, device, ctx)
+    say = print if not quiet and ctx.is_main else (lambda *a, **k: None)
+    # Building the model and optimizer can take seconds (torch imports its compiler): a line
+    # on either side, so a log never goes quiet for that long.
+    say(f"data: {len(data.train_labels)} training and {len(data.test_labels)} test images, "
+        f"{len(data.classes)} classes", file=sys.stderr, flush=True)
+    with waiting(f"building the {config.model.name} model",
+                 force=None if say is print else False):
+        trainer = Trainer(config, data, device, ctx)
+    say(f"model: {config.model.name}, {sum(p.numel() for p in trainer.model.parameters()):,} "
+        f"parameters, {trainer.steps_per_epoch} steps an epoch", file=sys.stderr, flush=True)
     epoch, skip = 0, 0
     if resume_state is not None:
         epoch, skip = trainer.restore(resume_state, ckpt_path)
