@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -124,14 +125,33 @@ async def probe(port: int, stop: asyncio.Event, latencies: list, failures: list)
         await asyncio.sleep(0.05)
 
 
+async def healthz(port: int) -> dict:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+async def lag_ticker(stop: asyncio.Event, lags: list) -> None:
+    """How late this (client) event loop wakes from 20 ms sleeps: a stay it measures can be
+    that much longer than the server held the connection."""
+    while not stop.is_set():
+        started = time.monotonic()
+        await asyncio.sleep(0.02)
+        lags.append(time.monotonic() - started - 0.02)
+
+
 async def flood(port: int, pid: int, count: int, read_timeout: float, rate: float) -> dict:
     opened: list[float] = []
     closed: list[float] = []
     latencies: list[float] = []
     failures: list = []
+    lags: list[float] = []
     stop = asyncio.Event()
     gate = asyncio.Semaphore(200)   # connections being opened at once
     prober = asyncio.ensure_future(probe(port, stop, latencies, failures))
+    ticker = asyncio.ensure_future(lag_ticker(stop, lags))
     started = time.monotonic()
     tasks = []
     peak_fds = open_fds(pid)
@@ -149,12 +169,20 @@ async def flood(port: int, pid: int, count: int, read_timeout: float, rate: floa
     await asyncio.sleep(0.5)   # a few more probes after the flood
     stop.set()
     await prober
+    await ticker
+    server_side = (await healthz(port)).get("connections") or {}
     for t in tasks:
         t.cancel()
     return {"opened": len(opened), "closed": len(closed),
             "still_open": len(opened) - len(closed),
             "longest_open_s": max(closed, default=float("nan")),
             "median_open_s": statistics.median(closed) if closed else float("nan"),
+            "over_timeout": sum(c > read_timeout for c in closed),
+            "over_timeout_1s": sum(c > read_timeout + 1 for c in closed),
+            "client_lag_max_ms": 1000 * max(lags, default=float("nan")),
+            "server_timed_out": server_side.get("timed_out", -1),
+            "server_evicted": server_side.get("evicted", -1),
+            "server_longest_s": server_side.get("longest_timed_out_s", float("nan")),
             "flood_seconds": flood_seconds, "peak_fds": peak_fds,
             "probe_ok": len(latencies), "probe_failed": len(failures),
             "failure_kinds": sorted({str(f) for f in failures})[:3],
@@ -246,6 +274,12 @@ def main() -> None:
         ("still open at the end", f"{result['still_open']}"),
         ("longest a stalled connection stayed (s)", f"{result['longest_open_s']:.2f}"),
         ("median a stalled connection stayed (s)", f"{result['median_open_s']:.2f}"),
+        ("stayed over the timeout / over it by 1 s+",
+         f"{result['over_timeout']} / {result['over_timeout_1s']}"),
+        ("bench's own event loop: worst lag (ms)", f"{result['client_lag_max_ms']:.0f}"),
+        ("server: timed out / evicted at the cap",
+         f"{result['server_timed_out']} / {result['server_evicted']}"),
+        ("server: longest held from accept (s)", f"{result['server_longest_s']:.2f}"),
         ("server's peak open file descriptors", f"{result['peak_fds']}"),
         ("probe replies during the flood", f"{result['probe_ok']}"),
         ("probe failures", f"{result['probe_failed']} {result['failure_kinds']}"),

@@ -99,6 +99,10 @@ def test_stalled_connections_are_closed_and_a_flood_past_the_cap_serves_others()
         assert time.monotonic() - started < 3.0
         for s in stalled:
             s.close()
+        # Each stalled connection was closed one way or the other, and /healthz says which.
+        counts = httpx.get(url + "/healthz", timeout=5).json()["connections"]
+        assert counts["timed_out"] + counts["evicted"] + counts["refused"] == 60, counts
+        assert counts["timed_out"] == 0 or 1.5 <= counts["longest_timed_out_s"] < 3.0, counts
     finally:
         assert stop_server(process) == 0
 
