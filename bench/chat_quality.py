@@ -129,8 +129,7 @@ def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
 
 def grid(bot, pairs, weights: list[float], bonuses: list[float],
          only: list[str] | None = None) -> None:
-    """Rerank one candidate pool per source under every (weight, bonus): valid split only.
-    Rows marked "d" count the length bonus over distinct words (rerank.distinct_words)."""
+    """Rerank one candidate pool per source under every (weight, bonus): valid split only."""
     queries = [q for q, _ in pairs]
     references = [r for _, r in pairs]
     def beam(size: int, samples: int) -> DecodeOptions:
@@ -161,14 +160,14 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
             for (r, (tokens, forward)), backward in zip(flat, scores, strict=True):
                 per_row[r].append((tokens, forward, backward))
             pools += per_row
-        counts = {"": rerank.words_in, " d": rerank.distinct_words}
-        for weight, bonus, (mark, count) in itertools.product(weights, bonuses, counts.items()):
+        for weight, bonus in itertools.product(weights, bonuses):
             replies = []
             for hyps in pools:
-                best = max(hyps, key=lambda h: h[1] + weight * h[2] + bonus * count(h[0]))
+                best = max(hyps, key=lambda h: h[1] + weight * h[2]
+                           + bonus * rerank.words_in(h[0]))
                 replies.append(bot.vocab.decode(best[0]))
             measures = reply_measures(replies, references)
-            print(row(f"{source}, {weight:g}, {bonus:g}{mark}", measures,
+            print(row(f"{source}, {weight:g}, {bonus:g}", measures,
                       relevance_of(bot, queries, replies), None, True), flush=True)
 
 

@@ -61,11 +61,6 @@ def words_in(tokens: list[int]) -> int:
     return len(tokens) - (1 if tokens and tokens[-1] == EOS else 0)
 
 
-def distinct_words(tokens: list[int]) -> int:
-    """What the length bonus counts: a word said twice ("hello ! !") earns it once."""
-    return len(set(tokens) - {EOS})
-
-
 def pool(*sources: list[list[Hypothesis]], min_length: int = 0) -> list[list[Hypothesis]]:
     """Merge per-input candidate lists, dropping repeats and empty replies (and replies shorter
     than `min_length` words, unless that would leave an input with no candidate)."""
