@@ -374,6 +374,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads for decoding (default: cores - 1, leaving one "
                         "for the HTTP side)")
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                   help="one line per request on stdout: client, request, status "
+                        "(default: on)")
     _decoder_options(p)
     _device(p)
     _handler(p, "torchtutor.chat.serve:main")

@@ -6,6 +6,7 @@ serve a tiny trained run through `torchtutor chat serve`.
 
 import asyncio
 import json
+import re
 import threading
 import time
 
@@ -490,6 +491,11 @@ def test_real_run_served_by_the_command(run_dir):
             == 422   # more than the server's default beam of 3
     finally:
         assert stop_server(process) == 0
+    lines = process.stdout.read().splitlines()
+    assert lines[0].startswith(f"serving {run_dir} on http://127.0.0.1:{port}/")
+    # the access log: one line per request, with the request line and the status
+    assert any('"POST /api/reply HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"POST /api/reply HTTP/1.1" 422' in line for line in lines), lines
 
 
 def test_serve_reports_a_missing_run_in_one_line(tmp_path, capsys):
@@ -508,4 +514,20 @@ def test_serve_reports_a_taken_port(run_dir, capsys):
         code = main(["chat", "serve", "--run", str(run_dir), "--port", str(port),
                      "--device", "cpu"])
     assert code == 2
-    assert f"could not start on 127.0.0.1:{port}" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "serving" not in out   # said only once the port is bound
+    assert err == f"error: port {port} on 127.0.0.1 is already in use (another server?); " \
+                  "stop it or pick another --port\n"
+
+
+def test_docs_redoc_and_favicon_are_served_from_here(client):
+    """Swagger UI's and ReDoc's files come from this server (fastapi-offline), not a CDN."""
+    for path in ("/docs", "/redoc"):
+        html = client.get(path).text
+        assert "cdn." not in html and "googleapis" not in html
+        assets = re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', html)
+        assert assets and all(client.get(a).status_code == 200 for a in assets), assets
+    assert "/docs-assets/swagger-ui-bundle.js" in client.get("/docs").text
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert 'rel="icon" href="/favicon.ico"' in client.get("/").text

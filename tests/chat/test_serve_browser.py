@@ -85,7 +85,7 @@ def test_type_press_enter_and_see_the_reply(browser, stand_in_url):
 def test_a_trained_model_answers_in_the_page(browser):
     """The real path: `torchtutor chat serve` on a (tiny) trained run."""
     port = free_port()
-    process = start_server(serve_command(tiny_run(), port), port)
+    process = start_server(serve_command(tiny_run(), port, "--decoder", "beam"), port)
     try:
         page = _open(browser, f"http://127.0.0.1:{port}/")
         page.keyboard.type("Hello there, how are you?")
@@ -94,9 +94,94 @@ def test_a_trained_model_answers_in_the_page(browser):
         reply.wait_for()
         assert reply.inner_text().strip()   # a reply, or "(no reply)" if it said EOS at once
         assert page.locator("#error").is_hidden()
+        # n-best: the settings ask for 3, the page lists the reply and its 2 runners-up
+        page.focus(".settings summary")
+        page.keyboard.press("Enter")
+        page.fill("#n-best", "3")
+        page.focus("#message")
+        with page.expect_response("**/api/reply") as answered:
+            page.keyboard.type("What is your name?")
+            page.keyboard.press("Enter")
+        body = answered.value.json()
+        alternatives = page.locator(".msg.bot").nth(1).locator(".alternatives li")
+        alternatives.nth(2).wait_for()
+        shown = alternatives.all_inner_texts()
+        expected = [{"text": body["reply"], "score": body["score"]}, *body["alternatives"]]
+        assert len(shown) == 3 == len(expected)
+        for line, alt in zip(shown, expected, strict=True):
+            assert line == f"{alt['text'] or '(no reply)'} {alt['score']:.2f}"
         page.close()
     finally:
         assert stop_server(process) == 0
+
+
+def test_docs_and_redoc_render_with_other_hosts_blocked(browser, stand_in_url):
+    """/docs and /redoc need nothing but this server: every other host is refused."""
+    own = stand_in_url.rstrip("/")
+    refused, errors = [], []
+
+    def only_this_server(route):
+        if route.request.url.startswith(own):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.route("**/*", only_this_server)
+    page.goto(own + "/docs")
+    page.locator(".swagger-ui .info .title").wait_for()
+    assert "torchtutor chat" in page.locator(".swagger-ui .info .title").inner_text()
+    page.locator(".opblock-summary-path", has_text="/api/reply").wait_for()
+    assert refused == [] and errors == []    # no CDN, no missing favicon
+    page.goto(own + "/")
+    page.locator(".welcome").wait_for()
+    assert refused == [] and errors == []
+    page.goto(own + "/redoc")
+    page.get_by_text("torchtutor chat", exact=False).first.wait_for()
+    page.locator("[data-section-id]").first.wait_for()   # ReDoc drew the API's sections
+    # ReDoc's own "API docs by Redocly" credit links an image on its site; refused here, it
+    # leaves a blank where the logo would be, and nothing else is asked of other hosts.
+    assert set(refused) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}, refused
+    page.close()
+
+
+def test_every_decoder_option_of_the_api_reaches_the_request(browser, stand_in_url):
+    from torchtutor.chat.serve import ReplyRequest
+
+    page = _open(browser, stand_in_url)
+    page.focus(".settings summary")
+    page.keyboard.press("Enter")
+    fields = page.eval_on_selector_all("[data-option]", "els => els.map(e => e.dataset.option)")
+    api = set(ReplyRequest.model_fields) - {"text"}
+    assert sorted(fields) == sorted(api)   # every option the API takes, each once
+    values = {"decoder": "sample", "rerank": "none", "seed": 7}
+    for i, name in enumerate(sorted(api - set(values))):
+        values[name] = 1 + i % 3     # valid for every field: small positive whole numbers
+    for name, value in values.items():
+        selector = f"[data-option={name}]"
+        if page.get_attribute(selector, "type") == "number":
+            page.fill(selector, str(value))
+        else:
+            page.select_option(selector, value)
+    page.focus("#message")
+    with page.expect_request("**/api/reply") as sent:
+        page.keyboard.type("hello")
+        page.keyboard.press("Enter")
+    assert sent.value.post_data_json == {"text": "hello", **values}
+    page.close()
+
+
+def test_the_welcome_line_offers_an_example_prompt(browser, stand_in_url):
+    page = _open(browser, stand_in_url)
+    example = page.locator(".welcome .example").first
+    assert page.locator(".msg").count() == 0   # the welcome is not a message of the chat
+    example.click()
+    assert page.input_value("#message") == example.inner_text()
+    assert page.evaluate("document.activeElement.id") == "message"
+    page.close()
 
 
 def test_keyboard_only_conversation_on_a_phone_sized_screen(browser, stand_in_url):

@@ -3,7 +3,7 @@
     POST /api/reply  {"text": ..., optional decoder options} -> {"reply", "unknown_words", ...}
     GET  /healthz    liveness, batching settings and counters
     GET  /           the chat page (static HTML/CSS/JS from chat/static, no build step)
-    GET  /docs, /openapi.json   FastAPI's schema
+    GET  /docs, /redoc, /openapi.json   the API's schema and its pages (assets served here)
 
 The model is loaded once; every request goes through one `MicroBatcher`, which decodes
 requests that arrive together as one batch. `create_app` takes the decode function itself
@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import gc
 import logging
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -44,6 +46,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -244,7 +247,8 @@ class BodySizeLimit:
 class SecurityHeaders:
     """ASGI middleware: the page's security headers on every response (API, static files).
 
-    FastAPI's /docs page loads its script from a CDN, so it keeps everything but the CSP.
+    The /docs and /redoc pages start their (local) scripts inline, so they keep everything
+    but the CSP.
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
@@ -309,8 +313,12 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
         # uvicorn has already waited for the requests in flight; decode any stragglers.
         await batcher.close()
 
-    app = FastAPI(title="torchtutor chat", version="1", lifespan=lifespan,
-                  description="A seq2seq chatbot with Luong attention, micro-batched.")
+    # /docs and /redoc with Swagger UI's and ReDoc's files served from the package
+    # fastapi-offline, not a CDN: the docs work on a machine without a network.
+    app = FastAPIOffline(title="torchtutor chat", version="1", lifespan=lifespan,
+                         description="A seq2seq chatbot with Luong attention, micro-batched.",
+                         static_url="/docs-assets", favicon_url="/favicon.ico",
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.batcher = batcher
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
@@ -374,6 +382,11 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask for /favicon.ico by themselves; an SVG answers them all.
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -509,6 +522,7 @@ class ServeConfig:
     threads: int | None = None
     options: DecodeOptions = field(default_factory=DecodeOptions)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    access_log: bool = True
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
@@ -550,8 +564,37 @@ def check_batch_window(batch_window_ms: float) -> float:
     return check_range("--batch-window-ms", batch_window_ms, 0, MAX_BATCH_WINDOW_MS)
 
 
-def run_server(app: FastAPI, host: str, port: int, limits: ServerLimits | None = None) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or a one-line UserError saying why not (port taken,
+    no such address, a privileged port). Binding before uvicorn starts means "serving" is
+    printed only once the port is really ours."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is already in use (another server?); "
+                            "stop it or pick another --port") from None
+        raise UserError(f"cannot listen on {host}:{port}: "
+                        f"{exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(app: FastAPI, host: str, port: int, limits: ServerLimits | None = None,
+               sock: socket.socket | None = None, access_log: bool = False) -> None:
     """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, return.
+
+    `sock` is a socket `bind` made (else host:port is bound here). With `access_log`, one
+    line per request on stdout (uvicorn's: client, request line, status).
 
     uvicorn re-raises the stop signal once it has shut down (so a default handler would kill
     the process after all); the handlers installed here absorb that, so a graceful stop
@@ -562,22 +605,26 @@ def run_server(app: FastAPI, host: str, port: int, limits: ServerLimits | None =
     limits = limits or ServerLimits()
     limits.check()
     app.state.connections = ConnectionStats()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False,
+    sock = sock or bind(host, port)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=access_log,
         http=guarded_protocol(limits, app.state.connections),
-        timeout_graceful_shutdown=limits.graceful_timeout_s,
-        lifespan="on"))
+        timeout_graceful_shutdown=limits.graceful_timeout_s, lifespan="on")
+    if access_log:  # uvicorn's startup chatter stays at "warning"; the access lines do not
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    server = uvicorn.Server(config)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, lambda *_: None)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
-    except SystemExit as exc:   # uvicorn exits when it cannot bind (it logs why first)
+        server.run(sockets=[sock])
+    except SystemExit as exc:   # uvicorn exits when it cannot start (it logs why first)
         if exc.code:
             raise UserError(f"the server could not start on {host}:{port}") from None
         raise
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -592,16 +639,19 @@ def serve(config: ServeConfig) -> None:
     torch.set_num_threads(decode_threads(config.threads))
     try:   # put the thread count back for in-process callers (tests, notebooks)
         app = build_app(config)
+        sock = bind(config.host, config.port)
+        port = sock.getsockname()[1]   # the one the system chose for --port 0
         batching = ("off" if config.batch_window_ms == 0 or config.max_batch == 1 else
                     f"up to {config.max_batch} per batch, {config.batch_window_ms:g} ms window")
-        print(f"serving {config.run} on http://{config.host}:{config.port}/  "
+        print(f"serving {config.run} on http://{config.host}:{port}/  "
               f"(micro-batching {batching}; {torch.get_num_threads()} decode thread(s); "
-              "Ctrl-C or SIGTERM stops)", flush=True)
+              f"API docs at /docs; Ctrl-C or SIGTERM stops)", flush=True)
         # Everything loaded so far lives as long as the server: frozen, it is left out of
         # the garbage collector's full passes (0.12 s of CPU each with torch loaded, seconds
         # of event-loop stall on a loaded machine, which holds timers and replies up).
         gc.freeze()
-        run_server(app, config.host, config.port, config.limits)
+        run_server(app, config.host, port, config.limits, sock=sock,
+                   access_log=config.access_log)
     finally:
         torch.set_num_threads(previous_threads)
     print("server stopped", file=sys.stderr, flush=True)
@@ -611,6 +661,7 @@ def main(args: Any) -> int:
     config = ServeConfig(run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, queue_size=args.queue_size,
                          device=args.device, threads=args.threads,
+                         access_log=args.access_log,
                          options=options_from_args(args, has_backward(args.run)),
                          limits=ServerLimits(read_timeout_s=args.read_timeout,
                                              max_connections=args.max_connections))

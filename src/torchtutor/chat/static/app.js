@@ -30,6 +30,27 @@
     return item;
   }
 
+  // With n-best above 1 the API returns the runners-up, best first: list them under the
+  // reply with their scores (log-probabilities, or MMI scores when reranked).
+  function showAlternatives(item, data) {
+    const alternatives = data.alternatives || [];
+    if (!alternatives.length) return;
+    const list = document.createElement("ol");
+    list.className = "alternatives";
+    list.setAttribute("aria-label", "Other replies, best first");
+    for (const alt of [{ text: data.reply, score: data.score }, ...alternatives]) {
+      const entry = document.createElement("li");
+      const words = document.createElement("span");
+      words.textContent = alt.text || "(no reply)";
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = " " + Number(alt.score).toFixed(2);
+      entry.append(words, score);
+      list.append(entry);
+    }
+    item.append(list);
+  }
+
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = false;
@@ -106,6 +127,7 @@
       pending.classList.remove("waiting");
       pending.removeAttribute("aria-busy");
       pending.querySelector(".text").textContent = data.reply || "(no reply)";
+      showAlternatives(pending, data);
       for (const note of data.notices || []) {
         const small = document.createElement("small");
         small.className = "note";
@@ -127,6 +149,14 @@
       input.focus();
     }
   });
+
+  // The welcome line's example prompts: a click puts one in the message box.
+  for (const example of document.querySelectorAll(".welcome .example")) {
+    example.addEventListener("click", () => {
+      input.value = example.textContent;
+      input.focus();
+    });
+  }
 
   // Opening the settings shrinks the log; keep the latest messages in view.
   document.querySelector(".settings").addEventListener("toggle", () => {
