@@ -76,19 +76,19 @@ def train_demo(config: DemoConfig) -> None:
 
 def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
     from torchtutor.chat.decode import default_options, reply_batch
-    from torchtutor.chat.talk import format_reply
+    from torchtutor.chat.talk import format_reply, ranking
 
     options = default_options(bot.backward is not None)
     for question, reply in zip(questions, reply_batch(bot, questions, options), strict=True):
         print(f"> {question}")
-        for line in format_reply(reply, bot.vocab.has_unk):
+        for line in format_reply(reply, bot.vocab.has_unk, ranking(options)):
             print(line)
 
 
 def run_demo(config: DemoConfig, interactive: bool) -> None:
     from torchtutor.chat.decode import default_options
     from torchtutor.chat.run_dir import load_trained
-    from torchtutor.chat.talk import talk
+    from torchtutor.chat.talk import talk_in_terminal
     from torchtutor.runtime.device import resolve_device
 
     out = Path(config.out)
@@ -99,8 +99,7 @@ def run_demo(config: DemoConfig, interactive: bool) -> None:
         train_demo(config)
     bot = load_trained(out, device)
     if interactive:
-        print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
-        talk(bot, default_options(bot.backward is not None))
+        talk_in_terminal(bot, default_options(bot.backward is not None))
     else:
         answer_questions(bot)
 

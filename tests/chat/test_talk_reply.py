@@ -6,9 +6,9 @@ import json
 
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor import cli
-from torchtutor.chat.decode import DecodeOptions
+from torchtutor.chat.decode import DecodeOptions, reply_batch
 from torchtutor.chat.reply import reply_lines
-from torchtutor.chat.talk import talk
+from torchtutor.chat.talk import format_reply, ranking, talk
 
 
 def feeder(lines, end=EOFError):
@@ -50,8 +50,9 @@ def test_talk_survives_bad_input_and_says_why():
     bot = trained_tiny_bot(has_unk=False)
     read, _ = feeder(BAD_INPUTS + ["zzyzx hello there"])
     out = io.StringIO()
+    blank = sum(1 for line in BAD_INPUTS if not line.strip())   # a new prompt, no reply
     assert talk(bot, DecodeOptions(method="beam", beam_size=3, n_best=2), read,
-                out) == len(BAD_INPUTS) + 1
+                out) == len(BAD_INPUTS) + 1 - blank
     text = out.getvalue()
     assert "I need some words I know" in text
     assert "your message was long" in text
@@ -112,7 +113,8 @@ def test_talk_command_until_quit(monkeypatch, capsys):
     code, captured = run_cli(["chat", "talk", "--run", run, "--device", "cpu"], lines + "\n",
                              monkeypatch, capsys)
     assert code == 0
-    assert captured.out.count("Bot:") == 4 and captured.out.count("> ") == 5
+    # the two blank lines get a new prompt each, not a reply
+    assert captured.out.count("Bot:") == 2 and captured.out.count("> ") == 5
     code, captured = run_cli(["chat", "talk", "--run", run, "--decoder", "sample", "--seed",
                               "1"], "hello\n", monkeypatch, capsys)   # ends at end of input
     assert code == 0 and captured.out.count("Bot:") == 1
@@ -184,3 +186,38 @@ def test_exact_and_int8_choose_the_weights(monkeypatch, capsys):
     assert seen == [(False, False), (False, True), (True, False)]
     assert getattr(real(run, "cpu", exact=True), "draft", None) is None
     assert getattr(real(run, "cpu"), "draft", None) is not None
+
+
+def test_talk_n_best_says_what_orders_it():
+    bot = trained_tiny_bot()
+    options = DecodeOptions(method="beam", beam_size=4, n_best=3, length_penalty=1.0)
+    read, prompts = feeder(["", "   ", "hello there!", "quit"])
+    out = io.StringIO()
+    assert talk(bot, options, read, out) == 1
+    assert prompts == ["> "] * 4   # each blank line: a new prompt and nothing else
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Bot: ")
+    assert lines[1].startswith("     other replies, best first by log-prob / length**")
+    assert [line[:8] for line in lines[2:4]] == ["     2. ", "     3. "]
+    plain = DecodeOptions(method="beam", beam_size=4, n_best=3, length_penalty=0.0)
+    reply = reply_batch(bot, ["hello there!"], plain)[0]
+    scores = [reply.score] + [score for _, score in reply.alternatives]
+    assert scores == sorted(scores, reverse=True)   # unnormalized: in log-prob order
+    assert format_reply(reply, True, ranking(plain))[1].startswith(
+        "     other replies, best first (log-prob")
+
+
+def test_talk_in_a_terminal_keeps_a_readline_history(tmp_path, monkeypatch):
+    import readline
+
+    from torchtutor.chat import talk as talk_module
+
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path))
+    readline.clear_history()
+    save = talk_module.enable_line_editing()
+    readline.add_history("hello there")
+    save()
+    assert (tmp_path / "talk_history").read_text().splitlines()[-1] == "hello there"
+    readline.clear_history()
+    talk_module.enable_line_editing()   # the next session starts with it
+    assert readline.get_history_item(readline.get_current_history_length()) == "hello there"
