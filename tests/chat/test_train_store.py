@@ -28,9 +28,17 @@ from torchtutor.runtime.checkpoint import load_checkpoint
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("prepared")
-    prepare_folder(PrepareConfig(min_count=1, max_length=12), folder)
+    """`chat prepare --corpus chatterbot --out D` as a user runs it (the issue's first step)."""
+    folder = tmp_path_factory.mktemp("prepared") / "D"
+    assert cli.main(["chat", "prepare", "--corpus", "chatterbot", "--out", str(folder),
+                     "--min-count", "1", "--max-length", "12"]) == 0
     return folder
+
+
+def test_the_command_writes_what_prepare_folder_writes(prepared, tmp_path):
+    prepare_folder(PrepareConfig(min_count=1, max_length=12), tmp_path / "same")
+    for name in ("vocab.json", "store.json", "train.tokens.bin", "test.tokens.bin"):
+        assert (tmp_path / "same" / name).read_bytes() == (prepared / name).read_bytes()
 
 
 def _losses(stream: BatchStream, vocab_size: int, steps: int) -> list[float]:
