@@ -14,7 +14,13 @@ from typing import Any
 from torchtutor import __version__
 from torchtutor.chat.config import DEFAULT, RECIPES, TUTORIAL
 from torchtutor.demo import DemoConfig
-from torchtutor.runtime.config import flatten, replace_nested, to_dict
+from torchtutor.runtime.config import (
+    config_text,
+    flatten,
+    read_config_file,
+    replace_nested,
+    to_dict,
+)
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import EXPORT_FORMATS
 
@@ -30,6 +36,15 @@ def _handler(parser: argparse.ArgumentParser, target: str | Callable[[argparse.N
     """What the command runs: a module's `main(args)`, or a function here that turns the
     flags into the module's config first."""
     parser.set_defaults(handler=target)
+
+
+def _config_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a YAML or TOML config file, such as a run folder's config.yaml; "
+                             "the options given on the command line override it "
+                             "(default: the recipe alone)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit")
 
 
 def _positive_int(text: str) -> int:
@@ -123,6 +138,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR's checkpoint; only the length, the budget, the "
                         "device and the precision may change")
+    _config_file(p)
     _device(p, default=None)
     _handler(p, _vision_train)
 
@@ -298,17 +314,25 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="batch pairs of similar length together (less padding)")
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
+    p.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                   help="stop after N evaluations without a better validation loss "
+                        "(default: train to the end)")
+    p.add_argument("--keep-checkpoints", type=_positive_int, default=None, metavar="K",
+                   help="keep the latest K saves: last.pt and K-1 last-STEP.pt (best.pt is "
+                        f"a second name for one of them) (default: {DEFAULT.keep_checkpoints})")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR exactly; only the length, the device and the "
-                        "evaluation and checkpoint cadence may change")
-    p.add_argument("--direction", choices=["forward", "backward"], default="forward",
+                   help="continue RUN_DIR exactly; only the length, the device, the "
+                        "evaluation and checkpoint cadence, --patience and "
+                        "--keep-checkpoints may change")
+    p.add_argument("--direction", choices=["forward", "backward"], default=None,
                    help="forward: query -> reply (the chatbot); backward: reply -> query, "
                         "trained alone into RUN_DIR/backward on the same splits "
-                        "(default: %(default)s)")
+                        f"(default: {DEFAULT.direction})")
     p.add_argument("--backward", action=argparse.BooleanOptionalAction, default=None,
                    help="after the chatbot, train its backward model into RUN_DIR/backward "
                         "for MMI reranking (default: on for the default recipe, off for "
                         "the tutorial's)")
+    _config_file(p)
     _device(p, default=None)
     _handler(p, _chat_train)
 
@@ -402,34 +426,43 @@ def flag_changes(args: argparse.Namespace, config: Any,
 
 LENGTH = ("steps", "epochs", "time_budget")
 # What `chat train --resume` may change; any other option must match the run's config.
-CHAT_RESUMABLE = (*LENGTH, "device", "eval_every", "checkpoint_every", "out")
+CHAT_RESUMABLE = (*LENGTH, "device", "eval_every", "checkpoint_every", "patience",
+                  "keep_checkpoints", "out")
+
+
+def _given(args: argparse.Namespace, base: Any, aliases: dict[str, str] | None = None,
+           lengths: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options the user gave: a --config file's, then the flags' on top. A flag naming
+    one of `lengths` replaces the file's whole length (--steps drops its time budget)."""
+    changes = read_config_file(args.config) if args.config else {}
+    flags = flag_changes(args, base, aliases)
+    if any(flags.get(name) is not None for name in lengths):
+        changes.update({name: None for name in lengths})
+    changes.update(flags)
+    return changes
 
 
 def chat_train_config(args: argparse.Namespace):
-    """`chat train`'s flags as a TrainConfig: the recipe, with the options given on top.
+    """`chat train`'s options as a TrainConfig: the recipe, then a --config file, then the
+    flags given.
 
-    --tutorial-compat implies --recipe tutorial. A length flag replaces the recipe's length;
-    a time budget alone keeps the recipe's lr decay horizon.
+    --tutorial-compat implies --recipe tutorial. A length flag replaces the file's or the
+    recipe's length (a time budget alone: the lr decay spans the budget).
     """
     from torchtutor.chat.train import stored_config
 
+    changes = _given(args, DEFAULT, lengths=LENGTH)
     out = Path(args.out)
-    if args.direction == "backward":   # trained alone into RUN_DIR/backward
+    if changes.get("direction", DEFAULT.direction) == "backward":   # into RUN_DIR/backward
         out = out / "backward"
-    changes = flag_changes(args, DEFAULT)
     changes["out"] = str(out)
-    if any(changes.get(name) is not None for name in LENGTH):
-        changes.update({name: changes.get(name) for name in LENGTH})
     if args.resume:
         stored = stored_config(out)
         _refuse_contradictions(stored, changes)
         return replace_nested(stored, {k: v for k, v in changes.items()
                                        if k in CHAT_RESUMABLE})
-    name = "tutorial" if args.tutorial_compat else (args.recipe or "default")
-    recipe = RECIPES[name]
-    if changes.get("time_budget") is not None and changes["steps"] is None \
-            and changes["epochs"] is None and recipe.schedule_steps is None:
-        changes["schedule_steps"] = recipe.steps
+    name = "tutorial" if changes.get("tutorial_compat") else changes.get("recipe", "default")
+    recipe = RECIPES[name] if name in RECIPES else DEFAULT   # a bad name: the config says so
     changes["recipe"] = name
     return replace_nested(recipe, changes)
 
@@ -450,13 +483,13 @@ VISION_RESUMABLE = (*LENGTH, "device", "precision", "out")
 
 
 def vision_train_config(args: argparse.Namespace):
-    """`vision train`'s flags as a TrainConfig: the recipe (default: the one named like the
-    model), with the options given on top; with only a time budget the fast recipe fits its
-    schedule to it."""
+    """`vision train`'s options as a TrainConfig: the recipe (default: the one named like the
+    model), then a --config file, then the flags given; with a time budget and no epochs the
+    fast recipe fits its schedule to the budget."""
     from torchtutor.vision.config import RECIPES as VISION_RECIPES
     from torchtutor.vision.config import TrainConfig
 
-    changes = flag_changes(args, TrainConfig(), VISION_ALIASES)
+    changes = _given(args, TrainConfig(), VISION_ALIASES)
     if args.resume:
         from torchtutor.vision.train import stored_config
 
@@ -464,23 +497,32 @@ def vision_train_config(args: argparse.Namespace):
         _refuse_contradictions(stored, changes, VISION_RESUMABLE)
         return replace_nested(stored, {k: v for k, v in changes.items()
                                        if k in VISION_RESUMABLE})
-    name = args.recipe or args.model or TrainConfig.recipe
+    name = changes.get("recipe") or changes.get("model.name") or TrainConfig.recipe
     changes["recipe"] = name
-    changes["plan_from_budget"] = (name == "fast" and args.time_budget is not None
-                                   and args.epochs is None)
-    return replace_nested(VISION_RECIPES[name], changes)
+    if args.time_budget is not None:
+        changes["plan_from_budget"] = name == "fast" and changes.get("epochs") is None
+    recipe = VISION_RECIPES[name] if name in VISION_RECIPES else TrainConfig()
+    return replace_nested(recipe, changes)
 
 
 def _vision_train(args: argparse.Namespace) -> int:
+    config = vision_train_config(args)
+    if args.print_config:
+        print(config_text(config), end="")
+        return 0
     from torchtutor.vision import train
 
-    return train.main(vision_train_config(args), resume=args.resume)
+    return train.main(config, resume=args.resume)
 
 
 def _chat_train(args: argparse.Namespace) -> int:
+    config = chat_train_config(args)
+    if args.print_config:
+        print(config_text(config), end="")
+        return 0
     from torchtutor.chat import train
 
-    return train.main(chat_train_config(args), resume=args.resume)
+    return train.main(config, resume=args.resume)
 
 
 def _chat_prepare(args: argparse.Namespace) -> int:

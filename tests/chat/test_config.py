@@ -76,9 +76,9 @@ def test_flags_replace_only_what_they_name():
                              model=replace(DEFAULT.model, hidden_size=64),
                              data=replace(DEFAULT.data, max_length=8, seed=3))
     assert _config("--recipe", "demo", "--steps", "7") == replace(DEMO, out="r", steps=7)
-    # a time budget replaces the length but keeps the recipe's lr decay horizon
+    # a time budget replaces the length; the lr decay then spans the budget (chat.train)
     budget = _config("--time-budget", "60")
-    assert (budget.steps, budget.time_budget, budget.schedule_steps) == (None, 60.0, 450)
+    assert (budget.steps, budget.time_budget, budget.schedule_steps) == (None, 60.0, None)
     assert _config("--direction", "backward").out == "r/backward"
     with pytest.raises(UserError, match="--lr"):
         _config("--lr", "nan")

@@ -15,7 +15,6 @@ from tests.chat.inference_helpers import (
 from torchtutor.chat import rerank
 from torchtutor.chat.decode import DecodeOptions, reply_batch
 from torchtutor.chat.text import normalize
-from torchtutor.chat.train import oriented
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
 
@@ -80,15 +79,6 @@ def test_rerank_never_scores_worse_than_greedy_on_a_real_model():
         query = bot.vocab.encode(text)[0] + [EOS]
         assert c.score == pytest.approx(rerank.sequence_log_probs(bot.model, [query], [ids])[0],
                                         abs=1e-3)
-
-
-def test_backward_pairs_are_the_forward_pairs_turned_around():
-    splits = {"train": [("hi", "hello")], "valid": [("a", "b")], "test": []}
-    assert oriented(splits, "forward") is splits
-    assert oriented(splits, "backward") == {"train": [("hello", "hi")], "valid": [("b", "a")],
-                                            "test": []}
-    with pytest.raises(UserError):
-        oriented(splits, "sideways")
 
 
 def test_min_length_and_repetition_penalty_steer_but_keep_the_scores():

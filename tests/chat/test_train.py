@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
@@ -28,11 +29,12 @@ from torchtutor.chat.train import (
     stored_config,
     teacher_forcing_plan,
     train,
-    unigram_log_probs,
+    unigram_from_counts,
 )
 from torchtutor.runtime.checkpoint import load_checkpoint
 from torchtutor.runtime.config import from_dict
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.progress import read_metrics
 
 TINY = ModelConfig(hidden_size=24, encoder_layers=2, decoder_layers=2, attention="dot", dropout=0.1)
 # Two small hand-made pairs of different lengths (ids >= 3; EOS = 2 ends each side).
@@ -110,6 +112,21 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_factor(60, config) == pytest.approx(0.05 + 0.95 * 0.5)
     assert lr_factor(110, config) == pytest.approx(0.05)
     assert lr_factor(500, replace(TUTORIAL, schedule_steps=4000)) == 1.0
+    # bound by a time budget alone, the decay follows the share of the budget spent
+    linear = replace(TUTORIAL, schedule="linear", steps=None, time_budget=60.0)
+    assert lr_factor(7, linear, spent=0.5) == pytest.approx(1 - 0.95 * 0.5)
+    assert lr_factor(7, linear, spent=2.0) == pytest.approx(0.05)
+
+
+def test_a_time_budget_run_decays_its_rate_over_the_budget(tmp_path):
+    config = replace(TUTORIAL, out=str(tmp_path / "clock"), steps=None, time_budget=2.0,
+                     schedule="linear", batch_size=16, eval_every=5, checkpoint_every=1000,
+                     precision="fp32", device="cpu", model=TINY, data=PrepareConfig())
+    train(config)
+    rates = [float(r["lr"]) for r in read_metrics(tmp_path / "clock" / rd.METRICS)]
+    assert rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+    assert rates[-1] < 0.5 * config.lr      # most of the decay is spent by the end
+    assert stored_config(tmp_path / "clock").schedule_steps is None
 
 
 def configs_from_args(args):
@@ -148,6 +165,12 @@ def test_adam_options_reach_both_optimizers(tmp_path):
     assert tutorial.adam_beta2 == 0.999
     with pytest.raises(UserError, match="--adam-beta2"):
         configs_from_args(_args(tmp_path, "--adam-beta2", "1"))
+
+
+def unigram_log_probs(replies: list[list[int]], vocab_size: int) -> torch.Tensor:
+    """The replies' token counts (EOS included) as the output bias training starts from."""
+    tokens = torch.tensor([t for reply in replies for t in reply], dtype=torch.long)
+    return unigram_from_counts(torch.bincount(tokens, minlength=vocab_size))
 
 
 def test_unigram_bias_starts_the_output_at_word_frequencies(tmp_path):
@@ -207,6 +230,12 @@ def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
     assert load_trained(out, torch.device("cpu")).backward is not None
     rows = rd.read_config(out)
     assert rows["model"]["hidden_size"] == 24 and rows["train"]["steps"] == 20
+    # TensorBoard curves beside metrics.csv, read back with tensorboard's own reader
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert {"loss/train", "loss/valid", "perplexity/valid", "lr", "tokens_per_s"} <= \
+        set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss/valid")] == [10, 20]
     metrics = (out / rd.METRICS).read_text().splitlines()
     assert metrics[0].startswith("step,") and metrics[-1].startswith("20,")
     last = load_checkpoint(out / rd.LAST)
@@ -308,7 +337,10 @@ def test_load_trained_errors_are_one_line(tmp_path):
         load_trained(tmp_path / "missing", torch.device("cpu"))
     out = tmp_path / "run"
     _train(out, 4)
-    (out / rd.BEST).write_bytes((out / rd.BEST).read_bytes()[:100])
+    # best.pt may be a second name (hard link) for a save: damage a copy of its own
+    damaged = (out / rd.BEST).read_bytes()[:100]
+    (out / rd.BEST).unlink()
+    (out / rd.BEST).write_bytes(damaged)
     with pytest.raises(UserError) as info:
         load_trained(out, torch.device("cpu"))
     assert "\n" not in str(info.value) and "corrupt" in str(info.value)
@@ -327,10 +359,11 @@ def test_validation_loss_is_finite_and_logged(tmp_path):
 
 def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkeypatch):
     from torchtutor.chat import train as train_module
+    from torchtutor.runtime import threads as threads_module
 
     made: list[tuple[int, list[int]]] = []
 
-    class Recording(train_module.ThreadChooser):
+    class Recording(threads_module.ThreadChooser):
         def __init__(self, most):
             super().__init__(most)
             made.append((most, []))
@@ -339,7 +372,7 @@ def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkey
             made[-1][1].append(index)
             super().before(index)
 
-    monkeypatch.setattr(train_module, "ThreadChooser", Recording)
+    monkeypatch.setattr(threads_module, "ThreadChooser", Recording)
     monkeypatch.setattr(train_module, "RETHREAD_EVERY", 4)
     threads = torch.get_num_threads()
     _train(tmp_path / "steps", 6)
@@ -350,3 +383,22 @@ def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkey
     assert made[0][0] == 1                            # a step count: torch's setting stays
     assert made[1] == (threads, [0, 1, 2, 3, 0, 1, 2, 3, 0])   # re-picked every 4 steps
     assert torch.get_num_threads() == threads         # and given back afterwards
+
+
+def test_patience_stops_early_and_keep_checkpoints_keeps_the_latest(tmp_path, monkeypatch):
+    from torchtutor.chat import train as train_module
+
+    losses = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])   # the best at step 2, then worse twice
+    monkeypatch.setattr(train_module, "validation_loss", lambda *args: next(losses))
+    out = tmp_path / "patient"
+    config = replace(TUTORIAL, out=str(out), steps=8, batch_size=16, eval_every=1,
+                     checkpoint_every=1, patience=2, keep_checkpoints=3, precision="fp32",
+                     device="cpu", model=TINY, data=PrepareConfig())
+    result = train(config)
+    assert result.steps == 4 and result.best_valid_loss == 4.0
+    assert load_checkpoint(out / rd.LAST)["step"] == 4
+    assert sorted(p.name for p in out.glob("last-*.pt")) == ["last-0000002.pt",
+                                                             "last-0000003.pt"]
+    # best.pt is a second name for step 2's save, not a copy of it
+    assert (out / rd.BEST).samefile(out / "last-0000002.pt")
+    assert load_checkpoint(out / rd.BEST)["step"] == 2

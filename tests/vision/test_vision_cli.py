@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.vision.colour_tree import COLOURS, write_colour_tree
 from torchtutor.cli import main
@@ -18,6 +19,16 @@ def tiny_tree(tmp_path, monkeypatch):
     return write_colour_tree(tmp_path / "colours", train_per_class=12, test_per_class=4)
 
 
+def assert_curves(run) -> None:
+    """TensorBoard curves beside metrics.csv, one point per row, read with tensorboard."""
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert {"loss/train", "accuracy/train", "accuracy/test", "lr", "images_per_s"} <= \
+        set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("accuracy/test")] == \
+        [int(r["step"]) for r in read_metrics(run / "metrics.csv")]
+
+
 def _train(tree, out, *extra):
     return main(["vision", "train", "--data", str(tree), "--out", str(out), "--device", "cpu",
                  *extra])
@@ -28,6 +39,7 @@ def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
     assert _train(tiny_tree, run, "--model", "tutorial", "--epochs", "3", "--lr", "0.01") == 0
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert_curves(run)
     config = json.loads((run / "config.json").read_text())
     assert (config["recipe"], config["batch_size"], config["momentum"]) == ("tutorial", 4, 0.9)
     capsys.readouterr()
@@ -88,6 +100,7 @@ def test_fast_recipe_plans_epochs_from_budget(tiny_tree, tmp_path):
     run = tmp_path / "planned"
     assert _train(tiny_tree, run, "--model", "fast", "--batch-size", "8",
                   "--time-budget", "4") == 0
+    assert_curves(run)
     config = json.loads((run / "config.json").read_text())
     result = json.loads((run / "result.json").read_text())
     assert config["epochs"] > 0 and config["plan_from_budget"]

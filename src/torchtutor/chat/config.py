@@ -121,6 +121,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     target_valid_loss: float | None = None   # stop once the validation loss is at most this
+    patience: int | None = None          # stop after this many evaluations without a better one
+    keep_checkpoints: int = 1            # latest saves kept: last.pt and K-1 last-STEP.pt
     direction: str = "forward"           # forward: query -> reply; backward: reply -> query
     backward: bool = True                # after a forward run, train RUN_DIR/backward too
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,6 +165,9 @@ class TrainConfig:
             raise ConfigError(f"--device must be a device name, not {self.device!r}")
         if self.target_valid_loss is not None:
             checked(check_range, "target_valid_loss", self.target_valid_loss)
+        if self.patience is not None:
+            count("patience", self.patience)
+        count("keep_checkpoints", self.keep_checkpoints)
         check_choice("direction", self.direction, DIRECTIONS)
         check_bool("backward", self.backward)
         if not isinstance(self.model, ModelConfig) or not isinstance(self.data, PrepareConfig):

@@ -23,9 +23,10 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,23 +35,30 @@ from tqdm.auto import tqdm
 
 from torchtutor.chat import run_dir as rd
 from torchtutor.chat.batches import Batch, BatchStream, PairSource, sorted_batches
-from torchtutor.chat.config import DIRECTIONS, TrainConfig
+from torchtutor.chat.config import TrainConfig
 from torchtutor.chat.model import Seq2Seq
-from torchtutor.chat.train_data import data_of_run, open_training_data
+from torchtutor.chat.train_data import TrainingData, data_of_run, open_training_data
 from torchtutor.chat.vocab import SOS, Vocab
 from torchtutor.runtime import distributed as ddp
+from torchtutor.runtime import precision
 from torchtutor.runtime.checkpoint import (
     NonFiniteWeights,
     load_checkpoint,
     load_state_dict_checked,
     save_checkpoint,
 )
-from torchtutor.runtime.config import from_dict, to_dict
+from torchtutor.runtime.config import from_dict, to_dict, write_config_file
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write, check_folder, make_folder, remove_stale_temps
+from torchtutor.runtime.files import (
+    atomic_link,
+    atomic_write,
+    check_folder,
+    make_folder,
+    remove_stale_temps,
+)
 from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
-from torchtutor.runtime.threads import ThreadChooser
+from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 
 
 @dataclass
@@ -70,41 +78,15 @@ class NonFiniteLoss(Exception):
     pass
 
 
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 autocast pays off on GPUs that support it and on CPUs with AMX or AVX512-BF16."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                flags = next((line for line in f if line.startswith("flags")), "").split()
-        except OSError:
-            return False
-        return "amx_bf16" in flags or "avx512_bf16" in flags
-    return False
-
-
-def autocast_for(config: TrainConfig, device: torch.device) -> AbstractContextManager:
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_is_fast(device))
-    if not use_bf16:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def unigram_log_probs(replies: list[list[int]], vocab_size: int) -> Tensor:
-    """Each token's log share of the training replies' tokens (EOS included), add-one smoothed.
+def unigram_from_counts(counts: Tensor) -> Tensor:
+    """Each token's log share of the training replies' tokens (EOS included), add-one smoothed,
+    from each token's count (the token store counts them in chunks).
 
     As the output layer's starting bias it makes the untrained decoder predict word
     frequencies, which it otherwise spends its first hundred or so steps learning: on Cornell
     the default recipe reached a validation loss of 3.57 at step 200 with it, against step 350
     without (bench/RESULTS.md).
     """
-    tokens = torch.tensor([t for reply in replies for t in reply], dtype=torch.long)
-    return unigram_from_counts(torch.bincount(tokens, minlength=vocab_size))
-
-
-def unigram_from_counts(counts: Tensor) -> Tensor:
-    """`unigram_log_probs` from each token's count (the token store counts them in chunks)."""
     smoothed = counts.double() + 1.0
     return (smoothed / smoothed.sum()).log().float()
 
@@ -173,11 +155,19 @@ def make_optimizers(model: Seq2Seq, config: TrainConfig) -> list[torch.optim.Opt
                              betas=betas, fused=fused)]
 
 
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of the base learning rates before optimizer step `step + 1`."""
+def lr_factor(step: int, config: TrainConfig, spent: float | None = None) -> float:
+    """Multiplier of the base learning rates before optimizer step `step + 1`.
+
+    The decay runs over `schedule_steps`, or, for a run bound by its time budget alone, over
+    the budget: `spent` is the share of it used so far (as vision's schedule follows its
+    clock), so more time gives a longer, slower decay rather than a rate stuck at its floor.
+    """
     warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    span = max(1, config.schedule_steps - config.warmup_steps)
-    done = min(1.0, max(0, step - config.warmup_steps) / span)
+    if spent is not None:
+        done = min(1.0, max(0.0, spent))
+    else:
+        span = max(1, config.schedule_steps - config.warmup_steps)
+        done = min(1.0, max(0, step - config.warmup_steps) / span)
     if config.schedule == "cosine":
         decay = 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * done))
     elif config.schedule == "linear":
@@ -188,9 +178,13 @@ def lr_factor(step: int, config: TrainConfig) -> float:
 
 
 def make_schedulers(optimizers: list[torch.optim.Optimizer], config: TrainConfig,
+                    spent: Callable[[], float] | None = None,
                     ) -> list[torch.optim.lr_scheduler.LambdaLR]:
-    return [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, config))
-            for opt in optimizers]
+    """The lr schedule (`lr_factor`) of each optimizer; `spent()` gives the share of the time
+    budget used, for a schedule that follows the clock."""
+    return [torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, config, spent() if spent is not None else None))
+        for opt in optimizers]
 
 
 def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
@@ -271,6 +265,7 @@ class LoopState:
     tokens: int = 0
     valid_loss: float | None = None
     best_valid_loss: float | None = None
+    stale_evaluations: int = 0     # evaluations since the best (--patience)
 
 
 def checkpoint_state(config: TrainConfig, model: Seq2Seq, optimizers: list, schedulers: list,
@@ -316,6 +311,9 @@ RETHREAD_EVERY = 200   # steps between two choices of the CPU thread count (time
 
 METRIC_FIELDS = ["step", "epoch", "train_loss", "valid_loss", "valid_ppl", "lr",
                  "tokens_per_s", "train_seconds"]
+# The columns that are TensorBoard curves too, and their tags.
+CURVES = {"train_loss": "loss/train", "valid_loss": "loss/valid", "valid_ppl": "perplexity/valid",
+          "lr": "lr", "tokens_per_s": "tokens_per_s"}
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
@@ -350,21 +348,7 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
     plt.close(fig)
 
 
-# --- the loop ------------------------------------------------------------------------------
-
-def oriented(splits: dict[str, list[tuple[str, str]]],
-             direction: str) -> dict[str, list[tuple[str, str]]]:
-    """The pairs as the model learns them: (query, reply) forward, (reply, query) backward.
-
-    The backward model sees exactly the forward model's splits turned around, so no held-out
-    query is ever a training target (the relevance it scores on test replies is honest).
-    """
-    if direction not in DIRECTIONS:
-        raise UserError(f"direction must be forward or backward, not {direction!r}")
-    if direction == "forward":
-        return splits
-    return {name: [(reply, query) for query, reply in pairs] for name, pairs in splits.items()}
-
+# --- the run's length ----------------------------------------------------------------------
 
 def _say(text: str) -> None:
     """A line on stdout that does not break a progress bar."""
@@ -382,11 +366,12 @@ def resolve_length(config: TrainConfig, batches_per_epoch: int) -> TrainConfig:
         steps = max(1, math.ceil(config.epochs * batches_per_epoch))
     if steps is None and config.time_budget is None:
         raise UserError("give --steps, --epochs or --time-budget")
+    # None: a run bound by its time budget alone decays over the budget (`lr_factor`).
     horizon = config.schedule_steps if config.schedule_steps is not None else steps
-    if horizon is None:
-        raise UserError("a run bound by --time-budget alone needs --schedule-steps")
     return replace(config, steps=steps, epochs=None, schedule_steps=horizon)
 
+
+# --- the loop ------------------------------------------------------------------------------
 
 def train(config: TrainConfig, resume: bool = False,
           after_step: Callable[[int, Seq2Seq, float], None] | None = None) -> TrainResult:
@@ -395,15 +380,229 @@ def train(config: TrainConfig, resume: bool = False,
     `after_step(step, model, loss)` runs after every step (the bench records the first losses
     with it; tests interrupt a run with it).
     """
+    run = _setup(config, resume)
+    config, state, ctx = run.config, run.state, run.ctx
+    step = run.threads.timed(_step)
+    after_step = _with_test_faults(after_step, ctx)
+    window = Window()
+    batches = iter(run.stream)
+    run.model.train()
+    try:
+        while not run.done():
+            started = time.perf_counter()
+            batch = next(batches).to(run.device)
+            synced = time.perf_counter()
+            scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
+            # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
+            started += time.perf_counter() - synced
+            loss = step(run, batch, scale)
+            # The slowest rank's time, so all ranks agree when a time budget is spent.
+            seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
+            state.step += 1
+            state.train_seconds += seconds
+            state.tokens += global_tokens
+            window.add(loss, batch.target_tokens, seconds)
+            if after_step is not None:
+                after_step(state.step, run.model, loss)
+            evaluate_now = state.step % config.eval_every == 0 or run.done()
+            if state.step % run.log_every == 0 or evaluate_now:
+                _log_window(run, window, evaluate_now)
+                window = Window()
+            if state.step % config.checkpoint_every == 0 or run.done():
+                run.save(rd.LAST)
+            run.bar.update(seconds if run.by_budget else 1)
+    finally:
+        run.close()
+    if not run.valid:  # nothing to validate on: the best checkpoint is the last one
+        run.save(rd.BEST)
+    ddp.cleanup(ctx)
+    return TrainResult(run_dir=run.out, steps=state.step, train_seconds=state.train_seconds,
+                       tokens=state.tokens, valid_loss=state.valid_loss,
+                       best_valid_loss=state.best_valid_loss, reached_target=run.reached,
+                       evaluations=run.evaluations)
+
+
+@dataclass
+class Window:
+    """The steps since the last metrics row."""
+    loss_sum: float = 0.0     # NLL summed over the window's real target tokens
+    tokens: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, tokens: int, seconds: float) -> None:
+        self.loss_sum += loss * tokens
+        self.tokens += tokens
+        self.steps += 1
+        self.seconds += seconds
+
+
+@dataclass
+class _Run:
+    """One training session as `_setup` built it: what the loop and its helpers share."""
+    config: TrainConfig           # resolved: the length, the vocabulary size, the data
+    out: Path
+    ctx: ddp.DistContext
+    model: Seq2Seq
+    objective: nn.Module          # the Objective, DDP-wrapped under torchrun
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list
+    stream: BatchStream
+    valid: list[Batch]
+    autocast: AbstractContextManager
+    state: LoopState
+    saved_at: dict[str, int]      # the step each checkpoint file holds
+    metrics: MetricsLog | ddp.NullLog
+    bar: Any
+    threads: ThreadPolicy
+    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
+    reached: bool = False         # the target validation loss was reached
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def by_budget(self) -> bool:
+        """Bound by its time budget alone (the bar then counts seconds, not steps)."""
+        return self.config.steps is None and self.config.time_budget is not None
+
+    @property
+    def log_every(self) -> int:
+        return max(1, min(50, self.config.eval_every))
+
+    def done(self) -> bool:
+        config, state = self.config, self.state
+        return ((config.steps is not None and state.step >= config.steps)
+                or (config.time_budget is not None and state.train_seconds >= config.time_budget)
+                or self.reached or self.out_of_patience)
+
+    @property
+    def out_of_patience(self) -> bool:
+        return self.config.patience is not None and \
+            self.state.stale_evaluations >= self.config.patience
+
+    def say(self, text: str) -> None:
+        if self.ctx.is_main:
+            _say(text)
+
+    def kept(self) -> str:
+        """What a stop leaves, truthfully."""
+        if rd.LAST in self.saved_at:
+            return f"the last good checkpoint is {self.out / rd.LAST}, from step " \
+                   f"{self.saved_at[rd.LAST]}"
+        return "no checkpoint was saved"
+
+    def save(self, name: str) -> None:
+        """last.pt (the latest K saves kept), or best.pt: the same state as last.pt at this
+        step, so a second name for that file rather than a second copy."""
+        if not self.ctx.is_main:
+            return
+        step, last = self.state.step, self.out / rd.LAST
+        if name == rd.BEST:
+            self.save(rd.LAST)
+            atomic_link(last, self.out / rd.BEST)
+            self.saved_at[rd.BEST] = step
+            return
+        if self.saved_at.get(rd.LAST) == step and last.exists():
+            return   # this step's state is saved already
+        if self.config.keep_checkpoints > 1 and rd.LAST in self.saved_at and last.exists():
+            atomic_link(last, self.out / f"last-{self.saved_at[rd.LAST]:07d}.pt")
+            for old in sorted(self.out.glob("last-*.pt"))[:1 - self.config.keep_checkpoints]:
+                old.unlink()
+        try:
+            save_checkpoint(last, checkpoint_state(
+                self.config, self.model, self.optimizers, self.schedulers, self.stream,
+                self.state))
+        except NonFiniteWeights:  # never write (or call good) weights that hold NaN or inf
+            raise UserError(f"the weights became NaN or infinite by step {step}; "
+                            f"stopped ({self.kept()})") from None
+        self.saved_at[rd.LAST] = step
+
+    def close(self) -> None:
+        self.threads.restore()
+        self.bar.close()
+        self.metrics.close()
+
+
+def _step(run: _Run, batch: Batch, scale: float) -> float:
+    """One optimizer step; a non-finite loss stops the run with one line."""
+    if run.config.tutorial_compat:
+        scale = 1.0  # the notes' per-step means: each rank's own, then DDP's average
+    try:
+        return train_step(run.objective, run.optimizers, run.schedulers, batch, run.config,
+                          run.autocast, loss_scale=scale)
+    except NonFiniteLoss as exc:
+        raise UserError(f"loss became {exc.args[0]} at step {run.state.step + 1}; "
+                        f"stopped ({run.kept()})") from None
+
+
+def _with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Callable | None:
+    """`after_step`, plus the kill that DDP restart tests ask for through the environment."""
+    kill = ddp.fault_injection_hook(ctx)
+    if kill is None:
+        return after_step
+
+    def both(step: int, model: Seq2Seq, loss: float) -> None:
+        if after_step is not None:
+            after_step(step, model, loss)
+        kill(step)
+    return both
+
+
+def _log_window(run: _Run, window: Window, evaluate_now: bool) -> None:
+    """A metrics row for the window; at an evaluation also the validation loss, best.pt and
+    the loss plot."""
+    state, stream = run.state, run.stream
+    loss_sum, tokens = ddp.all_reduce_sum([window.loss_sum, window.tokens], run.ctx)
+    epoch = stream.epoch + stream.position / max(1, stream.batches_per_epoch)
+    row = {"step": state.step, "epoch": f"{epoch:.3f}",
+           "train_loss": f"{loss_sum / tokens:.4f}",
+           "lr": f"{run.optimizers[0].param_groups[0]['lr']:.3g}",
+           "tokens_per_s": f"{tokens / window.seconds:.0f}",
+           "train_seconds": f"{state.train_seconds:.1f}"}
+    if evaluate_now and run.valid:
+        row.update(_evaluate(run))
+    run.metrics.log(**row)
+    run.bar.set_postfix_str(_postfix(row, run.config, state, window.seconds / window.steps))
+    if "valid_loss" in row:
+        run.say(f"step {state.step}: train loss {row['train_loss']}, valid loss "
+                f"{row['valid_loss']} (ppl {row['valid_ppl']}), {row['tokens_per_s']} tokens/s")
+    if evaluate_now:
+        if state.valid_loss is not None and (state.best_valid_loss is None
+                                             or state.valid_loss < state.best_valid_loss):
+            state.best_valid_loss, state.stale_evaluations = state.valid_loss, 0
+            run.save(rd.BEST)
+        elif "valid_loss" in row:
+            state.stale_evaluations += 1
+            if run.out_of_patience:
+                run.say(f"stopping early: no better validation loss in "
+                        f"{state.stale_evaluations} evaluations (--patience)")
+        if run.ctx.is_main:
+            plot_losses(run.out / rd.METRICS, run.out / rd.LOSS_PLOT)
+
+
+def _evaluate(run: _Run) -> dict[str, str]:
+    """The validation loss (and whether it reached the target), as metrics columns."""
+    state = run.state
+    state.valid_loss = validation_loss(run.model, run.valid, run.device, run.ctx)
+    run.evaluations.append((state.step, state.train_seconds, state.valid_loss))
+    if run.config.target_valid_loss is not None:
+        run.reached = state.valid_loss <= run.config.target_valid_loss
+    return {"valid_loss": f"{state.valid_loss:.4f}",
+            "valid_ppl": f"{math.exp(min(state.valid_loss, 50.0)):.2f}"}
+
+
+# --- setup ---------------------------------------------------------------------------------
+
+def _setup(config: TrainConfig, resume: bool) -> _Run:
+    """Everything the loop needs, and the run folder started (or reopened for resume)."""
     if not config.out:
         raise UserError("give the run folder (--out)")
     out = Path(config.out)
     ctx = ddp.init_distributed(config.device)
-    device = ctx.device
     # torchrun restarted the group after a worker died: carry on from the last checkpoint.
     resume = resume or ddp.should_resume(out / rd.LAST, ctx)
-    if config.tutorial_compat and config.data.has_unk:
-        raise UserError("--tutorial-compat uses a vocabulary without UNK (has_unk=False)")
     check_folder(out)
     if not resume and (out / rd.LAST).exists():
         raise UserError(f"{out} already holds a run; continue it with --resume or pick "
@@ -413,181 +612,82 @@ def train(config: TrainConfig, resume: bool = False,
     seed_everything(config.seed)
     # The token store, memory-mapped (a prepared folder as it is, else prepared into out/data).
     data = open_training_data(config.data, out, resume, ctx)
-    vocab = data.vocab
-    direction = config.direction
-    if config.tutorial_compat and data.config.has_unk:
-        raise UserError(f"--tutorial-compat needs a vocabulary without UNK and {data.folder} "
-                        "has one; give --corpus the raw corpus instead")
-    if resume:
-        saved = Vocab.load(out / rd.VOCAB)
-        if saved.index2word != vocab.index2word:
-            raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
-                            "cannot resume")
-    if config.model.vocab_size not in (0, len(vocab)):
-        raise UserError(f"the config's model has {config.model.vocab_size} outputs but the "
-                        f"vocabulary of {data.config.corpus} holds {len(vocab)} tokens")
-    train_pairs = data.split("train").view(direction)
-    if not len(train_pairs):
-        raise UserError(f"no training pairs in {data.config.corpus}")
-    valid = eval_batches(data.split("valid").view(direction))
-    stream = BatchStream(train_pairs, config.batch_size, seed=config.seed, bucket=config.bucket,
-                         rank=ctx.rank, world_size=ctx.world_size)
+    _check_data(config, data, out, resume)
+    stream = BatchStream(data.split("train").view(config.direction), config.batch_size,
+                         seed=config.seed, bucket=config.bucket, rank=ctx.rank,
+                         world_size=ctx.world_size)
+    valid = eval_batches(data.split("valid").view(config.direction))
     # Resolved once: from here on `config` is the whole run, as the run folder records it.
-    config = replace(resolve_length(config, stream.batches_per_epoch), data=data.config,
-                     model=replace(config.model, vocab_size=len(vocab)))
-
-    model = Seq2Seq(config.model).to(device)
+    config = replace(resolve_length(config, stream.batches_per_epoch),
+                     model=replace(config.model, vocab_size=len(data.vocab)))
+    asked = config.data   # the corpus as asked for: config.yaml prepares it again from there
+    config = replace(config, data=data.config)
+    model = Seq2Seq(config.model).to(ctx.device)
     if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
         with torch.no_grad():
             model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
-                data.target_counts(direction))))
+                data.target_counts(config.direction))))
     objective = Objective(model)
     optimizers = make_optimizers(model, config)
-    schedulers = make_schedulers(optimizers, config)
-    autocast = autocast_for(config, device)
-    state = LoopState()
-    say = _say if ctx.is_main else (lambda text: None)
+    state, saved_at = LoopState(), {}
+    by_clock = config.schedule_steps is None   # the budget alone: the decay follows the clock
+    schedulers = make_schedulers(optimizers, config, (lambda: state.train_seconds
+                                                      / config.time_budget) if by_clock else None)
     if resume:
         state = restore(out / rd.LAST, model, optimizers, schedulers, stream)
+        saved_at[rd.LAST] = state.step
         ddp.barrier(ctx)  # every rank has read last.pt before rank 0 may write it again
         if ctx.is_main:
             keep_metrics_until(out / rd.METRICS, state.step)
-        say(f"resuming {out} at step {state.step}")
+            _say(f"resuming {out} at step {state.step}")
     elif ctx.is_main:
         make_folder(out)
-        vocab.save(out / rd.VOCAB)
+        data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
         train_section = to_dict(config)   # the resolved config: model, train and data
         del train_section["model"], train_section["data"]
         rd.write_config(out, config.model, train_section, to_dict(config.data))
-    # DDP wraps the objective (after any restore: it starts every rank from rank 0's weights).
-    objective = ddp.wrap_model(objective, ctx)
+        write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
+    return _Run(
+        config=config, out=out, ctx=ctx, model=model,
+        # DDP wraps the objective after any restore: it starts every rank from rank 0's weights.
+        objective=ddp.wrap_model(objective, ctx), optimizers=optimizers,
+        schedulers=schedulers, stream=stream, valid=valid,
+        autocast=precision.autocast(ctx.device,
+                                    precision.autocast_dtype(config.precision, ctx.device)),
+        state=state, saved_at=saved_at,
+        metrics=(MetricsLog(out / rd.METRICS, METRIC_FIELDS, CURVES) if ctx.is_main
+                 else ddp.NullLog()),
+        bar=_bar(config, state, ctx),
+        # Runs bound by the clock re-pick 1 or all CPU threads every RETHREAD_EVERY steps.
+        threads=thread_policy(ctx.device, config.time_budget is not None, ctx.world_size,
+                              RETHREAD_EVERY))
 
-    # The step each checkpoint file holds, so a stop can say truthfully what was kept.
-    saved_at = {rd.LAST: state.step} if resume else {}
 
-    def kept() -> str:
-        if rd.LAST in saved_at:
-            return f"the last good checkpoint is {out / rd.LAST}, from step {saved_at[rd.LAST]}"
-        return "no checkpoint was saved"
-
-    def save(name: str) -> None:
-        if not ctx.is_main:
-            return
-        try:
-            save_checkpoint(out / name, checkpoint_state(config, model, optimizers, schedulers,
-                                                         stream, state))
-        except NonFiniteWeights:  # never write (or call good) weights that hold NaN or inf
-            raise UserError(f"the weights became NaN or infinite by step {state.step}; "
-                            f"stopped ({kept()})") from None
-        saved_at[name] = state.step
-
-    reached = False
-
-    def done() -> bool:
-        return ((config.steps is not None and state.step >= config.steps)
-                or (config.time_budget is not None and state.train_seconds >= config.time_budget)
-                or reached)
-
-    evaluations: list[tuple[int, float, float]] = []
-    metrics = MetricsLog(out / rd.METRICS, METRIC_FIELDS) if ctx.is_main else ddp.NullLog()
-    # The bar's total is what ends the run: its steps, else its budget in seconds of training.
-    by_budget = config.steps is None and config.time_budget is not None
-    bar = progress(total=config.time_budget if by_budget else config.steps,
-                   initial=state.train_seconds if by_budget else state.step, desc="train",
-                   unit="s" if by_budget else "step", force=None if ctx.is_main else False,
-                   bar_format=BUDGET_BAR if by_budget else None)
-    window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
-    log_every = max(1, min(50, config.eval_every))
-    batches = iter(stream)
-    # Runs bound by the clock pick 1 or all CPU threads every RETHREAD_EVERY steps from their own
-    # step times: on shared cores all threads can stall (see runtime/threads.py). Runs bound by
-    # a step count keep torch's setting, so their weights do not depend on the machine's load.
-    original_threads = torch.get_num_threads()
-    threads = ThreadChooser(original_threads if config.time_budget is not None
-                            and device.type == "cpu" and ctx.world_size == 1 else 1)
-    model.train()
-    try:
-        while not done():
-            period_index = state.step % RETHREAD_EVERY
-            threads.before(period_index)
-            started = time.perf_counter()
-            batch = next(batches).to(device)
-            synced = time.perf_counter()
-            scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
-            # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
-            started += time.perf_counter() - synced
-            if config.tutorial_compat:
-                scale = 1.0  # the notes' per-step means: each rank's own, then DDP's average
-            try:
-                loss = train_step(objective, optimizers, schedulers, batch, config, autocast,
-                                  loss_scale=scale)
-            except NonFiniteLoss as exc:
-                raise UserError(f"loss became {exc.args[0]} at step {state.step + 1}; "
-                                f"stopped ({kept()})") from None
-            # The slowest rank's time, so all ranks agree when a time budget is spent.
-            seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
-            threads.after(period_index, seconds)
-            state.step += 1
-            state.train_seconds += seconds
-            state.tokens += global_tokens
-            window_loss += loss * batch.target_tokens
-            window_tokens += batch.target_tokens
-            window_steps += 1
-            window_seconds += seconds
-            if after_step is not None:
-                after_step(state.step, model, loss)
-            ddp.fault_injection_point(state.step, ctx)  # test-only; see runtime/distributed.py
-
-            evaluate_now = state.step % config.eval_every == 0 or done()
-            if state.step % log_every == 0 or evaluate_now:
-                window_loss, window_tokens = ddp.all_reduce_sum([window_loss, window_tokens],
-                                                                ctx)
-                epoch = stream.epoch + stream.position / max(1, stream.batches_per_epoch)
-                row = {"step": state.step, "epoch": f"{epoch:.3f}",
-                       "train_loss": f"{window_loss / window_tokens:.4f}",
-                       "lr": f"{optimizers[0].param_groups[0]['lr']:.3g}",
-                       "tokens_per_s": f"{window_tokens / window_seconds:.0f}",
-                       "train_seconds": f"{state.train_seconds:.1f}"}
-                if evaluate_now and valid:
-                    state.valid_loss = validation_loss(model, valid, device, ctx)
-                    row["valid_loss"] = f"{state.valid_loss:.4f}"
-                    row["valid_ppl"] = f"{math.exp(min(state.valid_loss, 50.0)):.2f}"
-                    evaluations.append((state.step, state.train_seconds, state.valid_loss))
-                    if config.target_valid_loss is not None:
-                        reached = state.valid_loss <= config.target_valid_loss
-                metrics.log(**row)
-                bar.set_postfix_str(_postfix(row, config, state, window_seconds / window_steps))
-                if "valid_loss" in row:
-                    say(f"step {state.step}: train loss {row['train_loss']}, valid loss "
-                         f"{row['valid_loss']} (ppl {row['valid_ppl']}), "
-                         f"{row['tokens_per_s']} tokens/s")
-                window_loss, window_tokens, window_steps, window_seconds = 0.0, 0, 0, 0.0
-                if evaluate_now:
-                    improved = state.valid_loss is not None and (
-                        state.best_valid_loss is None or state.valid_loss < state.best_valid_loss)
-                    if improved:
-                        state.best_valid_loss = state.valid_loss
-                        save(rd.BEST)
-                    if ctx.is_main:
-                        plot_losses(out / rd.METRICS, out / rd.LOSS_PLOT)
-            if state.step % config.checkpoint_every == 0 or done():
-                save(rd.LAST)
-            bar.update(seconds if by_budget else 1)
-    finally:
-        torch.set_num_threads(original_threads)
-        bar.close()
-        metrics.close()
-    if not valid:  # nothing to validate on: the best checkpoint is the last one
-        save(rd.BEST)
-    ddp.cleanup(ctx)
-    return TrainResult(run_dir=out, steps=state.step, train_seconds=state.train_seconds,
-                       tokens=state.tokens, valid_loss=state.valid_loss,
-                       best_valid_loss=state.best_valid_loss, reached_target=reached,
-                       evaluations=evaluations)
+def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
+    if config.tutorial_compat and data.config.has_unk:
+        raise UserError(f"--tutorial-compat needs a vocabulary without UNK and {data.folder} "
+                        "has one; give --corpus the raw corpus instead")
+    if resume and Vocab.load(out / rd.VOCAB).index2word != data.vocab.index2word:
+        raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
+                        "cannot resume")
+    if config.model.vocab_size not in (0, len(data.vocab)):
+        raise UserError(f"the config's model has {config.model.vocab_size} outputs but the "
+                        f"vocabulary of {data.config.corpus} holds {len(data.vocab)} tokens")
+    if not len(data.split("train")):
+        raise UserError(f"no training pairs in {data.config.corpus}")
 
 
 BUDGET_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]"
+
+
+def _bar(config: TrainConfig, state: LoopState, ctx: ddp.DistContext):
+    """The bar's total is what ends the run: its steps, else its budget in seconds."""
+    by_budget = config.steps is None and config.time_budget is not None
+    return progress(total=config.time_budget if by_budget else config.steps,
+                    initial=state.train_seconds if by_budget else state.step, desc="train",
+                    unit="s" if by_budget else "step", force=None if ctx.is_main else False,
+                    bar_format=BUDGET_BAR if by_budget else None)
 
 
 def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: float) -> str:

@@ -7,11 +7,14 @@ dict round trip that run folders, checkpoints and config files use.
 """
 
 import dataclasses
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.files import atomic_write_text
 from torchtutor.runtime.options import check_count, check_positive, check_range
 
 C = TypeVar("C")
@@ -135,3 +138,50 @@ def _wants_float(kind: Any) -> bool:
         args = typing.get_args(kind)
         return float in args and int not in args
     return False
+
+
+# --- config files --------------------------------------------------------------------------
+
+RUN_CONFIG = "config.yaml"   # every run folder's resolved config; `--config` reads it back
+
+
+def config_text(config: Any) -> str:
+    """The config as YAML: train options at the top, the model and data sections nested."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
+
+
+def write_config_file(folder: str | os.PathLike, config: Any) -> Path:
+    """FOLDER/config.yaml, written atomically."""
+    return atomic_write_text(Path(folder) / RUN_CONFIG, config_text(config))
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (.yaml, .yml) or TOML (.toml) config file as flat dotted options; one-line
+    UserErrors for a missing or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            reason = " ".join(str(exc).split())
+            raise UserError(f"config file {path} is not valid YAML: {reason[:160]}") from None
+    else:
+        raise UserError(f"config file {path} must end in .yaml, .yml or .toml")
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a table of options")
+    return flatten(values)

@@ -7,6 +7,7 @@ loops call the same functions either way.
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,13 +226,21 @@ KILL_AT_STEP = "TORCHTUTOR_TEST_KILL_AT_STEP"
 KILL_MARKER = "TORCHTUTOR_TEST_KILL_MARKER"
 
 
-def fault_injection_point(step: int, ctx: DistContext) -> None:
+def fault_injection_hook(ctx: DistContext) -> Callable[[int], None] | None:
+    """For the tests of torchrun restarts only: when the environment names a step
+    (TORCHTUTOR_TEST_KILL_AT_STEP) and a marker file (TORCHTUTOR_TEST_KILL_MARKER), a function
+    that SIGKILLs the last rank once, after that step; else None, and the loops never see it."""
     at, marker = os.environ.get(KILL_AT_STEP), os.environ.get(KILL_MARKER)
-    if not at or not marker or int(at) != step or ctx.rank != ctx.world_size - 1:
-        return
-    try:
-        # O_EXCL: exactly one attempt ever creates it, even if several were racing.
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    if not at or not marker or ctx.rank != ctx.world_size - 1:
+        return None
+
+    def kill(step: int) -> None:
+        if int(at) != step:
+            return
+        try:
+            # O_EXCL: exactly one attempt ever creates it, even if several were racing.
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kill

@@ -12,6 +12,7 @@ when a command starts on a folder.
 import errno
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -210,6 +211,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         if isinstance(exc, OSError) and not isinstance(exc, UserError):
             raise write_error(path, exc, kept=existed) from None
         raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Make `path` hold what `source` holds, atomically, without a second copy: a hard link
+    renamed over `path` (a later atomic write of `source` leaves `path` as it was). Where the
+    file system has no hard links, a copy."""
+    source, path = Path(source), Path(path)
+    tmp = path.parent / f"{_temp_prefix(path.name)}{os.getpid()}.linktemp.tmp"  # as _TEMP
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        with open(source, "rb") as f:
+            return atomic_write(path, lambda out: shutil.copyfileobj(f, out))
     _fsync_dir(path.parent)
     return path
 

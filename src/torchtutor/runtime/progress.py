@@ -1,4 +1,6 @@
-"""Progress bars with totals (plain periodic lines off a terminal), and a CSV metrics log."""
+"""Progress bars with totals (plain periodic lines off a terminal), and the metrics log: an
+append-only CSV file and, beside it, TensorBoard event files (`tensorboard --logdir runs`
+shows every run)."""
 
 import contextlib
 import csv
@@ -101,10 +103,12 @@ class MetricsLog:
     """Rows of metrics appended to a CSV file, flushed after every row.
 
     Appending (not rewriting) keeps earlier rows when a resumed run adds more; a row cut short
-    by a kill is at most the last line.
+    by a kill is at most the last line. `curves` maps columns to TensorBoard tags: those
+    columns also go, at the row's "step", into an event file in the CSV's folder.
     """
 
-    def __init__(self, path: str | os.PathLike, fieldnames: list[str]):
+    def __init__(self, path: str | os.PathLike, fieldnames: list[str],
+                 curves: dict[str, str] | None = None):
         self.path = Path(path)
         self.fieldnames = list(fieldnames)
         new = not self.path.exists() or self.path.stat().st_size == 0
@@ -113,6 +117,12 @@ class MetricsLog:
                                       extrasaction="ignore")
         if new:
             self._write(self._writer.writeheader)
+        self.curves = curves or {}
+        self._events = None
+        if self.curves:
+            from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: slow
+
+            self._events = SummaryWriter(log_dir=str(self.path.parent), flush_secs=30)
 
     def _write(self, write, *args) -> None:
         try:  # a full disk or a file system gone read-only: one line, not a traceback
@@ -123,10 +133,16 @@ class MetricsLog:
 
     def log(self, **row) -> None:
         self._write(self._writer.writerow, row)
+        if self._events is not None:
+            for column, tag in self.curves.items():
+                if row.get(column) not in (None, ""):
+                    self._events.add_scalar(tag, float(row[column]), int(row["step"]))
 
     def close(self) -> None:
         try:
             self._file.close()
+            if self._events is not None:
+                self._events.close()
         except OSError:
             pass  # the write that failed has already said why
 

@@ -1,6 +1,5 @@
 """Running a trained classifier: precision, batched logits with flip TTA, loading a run folder."""
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import torch.nn as nn
 
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.precision import autocast, autocast_dtype
 from torchtutor.runtime.progress import progress
 from torchtutor.vision.config import config_from_saved
 from torchtutor.vision.data import normalize
@@ -18,38 +18,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # What the entries of a checkpoint must be (a wrong type is a one-line error, not a crash).
 CHECKPOINT_TYPES = {"model": dict, "config": dict, "classes": (list, tuple), "mean": list,
                     "std": list, "step": int, "epoch": int, "optimizer": dict}
-
-
-def cpu_has_bf16() -> bool:
-    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX), where it is faster."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
-
-
-def autocast_dtype(precision: str, device: torch.device, cpu_auto_bf16: bool) -> torch.dtype | None:
-    """The autocast dtype for a --precision choice on `device`, or None for plain fp32."""
-    if precision == "fp32" or device.type == "mps":
-        return None
-    if device.type == "cuda":
-        if precision == "fp16":
-            return torch.float16
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    if precision == "fp16":
-        raise UserError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
-    if precision == "bf16" or (cpu_auto_bf16 and cpu_has_bf16()):
-        return torch.bfloat16
-    return None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def uses_channels_last(model_name: str, device: torch.device) -> bool:
@@ -156,6 +124,7 @@ def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
                      mean=list(state["mean"]), std=list(state["std"]),
                      data=config.data.source, valid_fraction=config.data.valid_fraction,
                      seed=config.seed, tta=config.tta, tta_translate=config.tta_translate,
-                     dtype=autocast_dtype(config.precision, device, name == "fast"),
+                     dtype=autocast_dtype(config.precision, device, cpu_auto_bf16=name == "fast",
+                                          fp16=True),
                      channels_last=channels_last, device=device)
 

@@ -10,8 +10,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from torchtutor.runtime.checkpoint import (
     load_state_dict_checked,
     save_checkpoint,
 )
-from torchtutor.runtime.config import to_dict
+from torchtutor.runtime.config import to_dict, write_config_file
 from torchtutor.runtime.device import synchronize
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import (
@@ -33,9 +34,10 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
+from torchtutor.runtime.precision import autocast, autocast_dtype
 from torchtutor.runtime.progress import MetricsLog, progress, waiting
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
-from torchtutor.runtime.threads import ThreadChooser
+from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 from torchtutor.vision.config import TrainConfig, config_from_saved
 from torchtutor.vision.data import (
     DeviceBatches,
@@ -48,8 +50,6 @@ from torchtutor.vision.data import (
 from torchtutor.vision.inference import (
     CHECKPOINT_NAME,
     CHECKPOINT_TYPES,
-    autocast,
-    autocast_dtype,
     predict_logits,
     uses_channels_last,
 )
@@ -58,6 +58,9 @@ from torchtutor.vision.models import build_model
 
 METRICS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy",
            "train_seconds", "images_per_second"]
+# The columns that are TensorBoard curves too, and their tags.
+CURVES = {"train_loss": "loss/train", "train_accuracy": "accuracy/train",
+          "test_accuracy": "accuracy/test", "lr": "lr", "images_per_second": "images_per_s"}
 
 def lr_at(config: TrainConfig, progress_: float) -> float:
     """Learning rate at `progress_` (0 at the start, 1 at the end) of the run."""
@@ -114,7 +117,8 @@ class Trainer:
             # processes normalize with their own part's statistics.
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net = ddp.wrap_model(self.model, self.ctx)  # DDP under torchrun; steps call it
-        self.dtype = autocast_dtype(config.precision, device, config.model.name == "fast")
+        self.dtype = autocast_dtype(config.precision, device,
+                                    cpu_auto_bf16=config.model.name == "fast", fp16=True)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, config), lr=config.lr,
@@ -124,10 +128,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.generator = torch.Generator().manual_seed(config.seed)
         if config.recipe == "tutorial":
-            if device.type == "cpu":
-                # Batches of 4 through a 62k-parameter net give a thread too little work to
-                # pay for the handoff; one thread is faster, and much faster on busy cores.
-                torch.set_num_threads(1)
             # The notes' way: a Dataset and a DataLoader with shuffling, batch 4.
             dataset = ImageDataset(data.train_images, data.train_labels, self.mean, self.std)
             self.loader = DataLoader(dataset, batch_size=config.batch_size,
@@ -332,7 +332,147 @@ RESUMABLE = ("epochs", "time_budget", "device", "precision")
 
 
 def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
-    default_threads = torch.get_num_threads()
+    run = _setup(config, resume, quiet)
+    trainer, ctx = run.trainer, run.ctx
+    step = run.threads.timed(trainer.train_step)
+    kill = ddp.fault_injection_hook(ctx)   # None unless a DDP restart test asks for it
+    stopped, accuracy, row = False, None, {"epoch": run.epoch}
+    trainer.model.train()
+    try:
+        while trainer.steps_left() and not stopped:
+            if run.skip == 0:
+                trainer.epoch_start_rng = trainer.generator.get_state()
+            window = EpochWindow(started=time.perf_counter(), batches=run.skip)
+            bar = run.epoch_bar()
+            for x, y in trainer.batches(run.skip):
+                if not trainer.steps_left():
+                    break
+                loss, right = step(x, y, run.clock(window.started))
+                window.add(len(y), loss, right)
+                bar.update(1)
+                if kill is not None:
+                    kill(trainer.step)
+                if window.batches % 20 == 0 and not bar.disable:
+                    bar.set_postfix(loss=f"{float(loss):.3f}")  # waits for the device
+                if run.budget_spent(window.started):
+                    stopped = True
+                    break
+            bar.close()
+            accuracy, row = _end_epoch(run, window, done=stopped or not trainer.steps_left())
+    finally:
+        run.log.close()
+    if accuracy is None:  # nothing left to train (a finished run resumed): just test
+        accuracy = trainer.test_accuracy(tta=run.config.tta)
+    result = {"test_accuracy": accuracy, "train_seconds": trainer.train_seconds,
+              "threads": torch.get_num_threads(),
+              "epochs": float(row["epoch"]), "steps": trainer.step, "stopped_by_budget": stopped,
+              "run": str(run.out)}
+    if ctx.is_main:
+        atomic_write_text(run.out / "result.json", json.dumps(result, indent=2) + "\n")
+    ddp.cleanup(ctx)
+    return result
+
+
+@dataclass
+class EpochWindow:
+    """One epoch's (or a resumed part's) counts, summed on the device until the epoch ends."""
+    started: float
+    batches: int = 0          # batches of this epoch done, a resumed epoch's skipped ones too
+    seen: int = 0
+    loss_sum: Any = 0.0
+    correct: Any = 0.0
+
+    def add(self, images: int, loss: torch.Tensor, right: torch.Tensor) -> None:
+        self.seen += images
+        self.loss_sum = self.loss_sum + loss * images
+        self.correct = self.correct + right
+        self.batches += 1
+
+
+@dataclass
+class _Run:
+    """One training session as `_setup` built it."""
+    config: TrainConfig
+    out: Path
+    ctx: ddp.DistContext
+    trainer: Trainer
+    epoch: int                # the epoch under way
+    skip: int                 # its batches done before (a resumed epoch)
+    saved_epoch: Any          # what the checkpoint holds (None: nothing saved yet)
+    log: MetricsLog | ddp.NullLog
+    threads: ThreadPolicy
+    quiet: bool
+
+    def epoch_bar(self):
+        trainer = self.trainer
+        # The bar counts the planned steps (a budget's plan follows the clock, so a run may
+        # stop short of them or, past them, go on a whole epoch at a time).
+        planned = trainer.total_steps - trainer.step + self.skip
+        remaining = min(trainer.steps_per_epoch, planned) if planned > self.skip else \
+            trainer.steps_per_epoch
+        total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
+        return progress(total=remaining, initial=self.skip, unit="batch",
+                        desc=f"epoch {self.epoch + 1}/{total_epochs}",
+                        force=False if self.quiet or not self.ctx.is_main else None)
+
+    def clock(self, started: float) -> float:
+        """Seconds of training so far with a budget (the slowest rank's, so every rank keeps
+        the same rate); 0 without one."""
+        if self.config.time_budget is None:
+            return 0.0
+        return ddp.max_over_ranks(self.trainer.train_seconds + time.perf_counter() - started,
+                                  self.ctx)
+
+    def budget_spent(self, started: float) -> bool:
+        return self.config.time_budget is not None and \
+            self.clock(started) >= self.config.time_budget
+
+    def save(self, row: dict, done: bool) -> None:
+        """The checkpoint, atomically; weights gone NaN stop the run in one line instead."""
+        path = self.out / CHECKPOINT_NAME
+        try:
+            save_checkpoint(path, self.trainer.state(self.epoch, self.skip, done))
+        except NonFiniteWeights:  # never write (or call good) NaN weights
+            kept = ("no checkpoint was saved" if self.saved_epoch is None else
+                    f"the last good checkpoint is {path}, from epoch {self.saved_epoch}")
+            raise UserError(f"the weights became NaN or infinite by epoch {row['epoch']}"
+                            f" (train loss {row['train_loss']}); stopped ({kept})") from None
+        self.saved_epoch = row["epoch"]
+
+
+def _end_epoch(run: _Run, window: EpochWindow, done: bool) -> tuple[float, dict]:
+    """After an epoch (or the part a stop left): test, log a row, save the checkpoint."""
+    trainer, ctx = run.trainer, run.ctx
+    if done and trainer.lookahead is not None:
+        trainer.lookahead.finish()  # training time: it is part of the recipe
+    synchronize(run.ctx.device)  # the device may still be running queued steps
+    elapsed = time.perf_counter() - window.started
+    trainer.train_seconds += elapsed
+    finished_epoch = window.batches >= trainer.steps_per_epoch
+    run.epoch, run.skip = (run.epoch + 1, 0) if finished_epoch else (run.epoch, window.batches)
+    accuracy = trainer.test_accuracy(tta=run.config.tta and done)
+    seen, loss_sum, correct = ddp.all_reduce_sum(
+        [window.seen, float(window.loss_sum), float(window.correct)], ctx)
+    row = dict(epoch=run.epoch if finished_epoch
+               else round(run.epoch + window.batches / trainer.steps_per_epoch, 3),
+               step=trainer.step, lr=f"{trainer.optimizer.param_groups[0]['lr']:.5g}",
+               train_loss=f"{loss_sum / max(1, seen):.4f}",
+               train_accuracy=f"{correct / max(1, seen):.4f}",
+               test_accuracy=f"{accuracy:.4f}",
+               train_seconds=f"{trainer.train_seconds:.1f}",
+               images_per_second=f"{seen / max(elapsed, 1e-9):.0f}")
+    run.log.log(**row)
+    if ctx.is_main:
+        if not run.quiet:
+            print(f"epoch {row['epoch']}: loss {row['train_loss']}  test accuracy "
+                  f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)", file=sys.stderr)
+        run.save(row, done)
+    return accuracy, row
+
+
+def _setup(config: TrainConfig, resume: bool, quiet: bool) -> _Run:
+    """The trainer, restored for a resume, its schedule planned for a budget, and the run
+    folder started."""
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
     resume_state = None
@@ -345,12 +485,18 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
         # Keep the run's recipe and model; only the length and the budget may change.
         config = replace(saved, out=config.out, plan_from_budget=False,
                          **{name: getattr(config, name) for name in RESUMABLE})
+        if saved.schedule != "constant" and config.epochs != saved.epochs:
+            print("warning: changing --epochs on resume stretches the learning-rate schedule",
+                  file=sys.stderr)
     elif check_folder(out) and ckpt_path.exists():
         raise UserError(f"{out} already holds a run; pass --resume or choose another --out")
     if ctx.is_main:
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
-    device = ctx.device
+    # Batches of 4 through the notes' 62k-parameter net give a thread too little work to pay
+    # for the handoff: one thread is faster, and much faster on busy cores.
+    threads = thread_policy(ctx.device, config.plan_from_budget and config.time_budget is not None,
+                            fixed=1 if config.recipe == "tutorial" else None)
     data = load_data(config.data.source, config.data.valid_fraction, config.seed)
     say = print if not quiet and ctx.is_main else (lambda *a, **k: None)
     # Building the model and optimizer can take seconds (torch imports its compiler): a line
@@ -359,115 +505,28 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
         f"{len(data.classes)} classes", file=sys.stderr, flush=True)
     with waiting(f"building the {config.model.name} model",
                  force=None if say is print else False):
-        trainer = Trainer(config, data, device, ctx)
+        trainer = Trainer(config, data, ctx.device, ctx)
     say(f"model: {config.model.name}, {sum(p.numel() for p in trainer.model.parameters()):,} "
         f"parameters, {trainer.steps_per_epoch} steps an epoch", file=sys.stderr, flush=True)
+    threads.period = trainer.steps_per_epoch   # re-picked every epoch
     epoch, skip = 0, 0
     if resume_state is not None:
         epoch, skip = trainer.restore(resume_state, ckpt_path)
         trainer.total_steps = max(trainer.step, round(config.epochs * trainer.steps_per_epoch))
-        if resume_state["config"]["schedule"] != "constant" and \
-                config.epochs != resume_state["config"]["epochs"]:
-            print("warning: changing --epochs on resume stretches the learning-rate schedule",
-                  file=sys.stderr)
     make_folder(out)
-    saved_epoch = epoch if resume_state is not None else None  # what the checkpoint holds
-    budget = config.time_budget
-    if config.plan_from_budget and budget is not None:
+    if config.plan_from_budget and config.time_budget is not None:
         planning = time.perf_counter()
-        trainer.plan_steps(budget)
+        trainer.plan_steps(config.time_budget)
         config = trainer.config   # with the planned epochs
         trainer.train_seconds += time.perf_counter() - planning  # it spends the budget too
     if ctx.is_main:  # rank 0 alone writes the run folder
         atomic_write_text(out / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
-    log = MetricsLog(out / "metrics.csv", METRICS) if ctx.is_main else ddp.NullLog()
-    total_epochs = math.ceil(trainer.total_steps / trainer.steps_per_epoch)
-    stopped = False
-    accuracy, row = None, {"epoch": epoch}
-    threads = ThreadChooser(default_threads if trainer.by_clock and device.type == "cpu"
-                            else 1)
-    trainer.model.train()
-    try:
-        while trainer.steps_left() and not stopped:
-            if skip == 0:
-                trainer.epoch_start_rng = trainer.generator.get_state()
-            started, seen, loss_sum, correct, batches = time.perf_counter(), 0, 0.0, 0.0, skip
-            # The bar counts the planned steps (a budget's plan follows the clock, so a run
-            # may stop short of them or, past them, go on a whole epoch at a time).
-            planned = trainer.total_steps - trainer.step + skip
-            remaining = min(trainer.steps_per_epoch, planned) if planned > skip else \
-                trainer.steps_per_epoch
-            bar = progress(total=remaining, initial=skip, unit="batch",
-                           desc=f"epoch {epoch + 1}/{total_epochs}",
-                           force=False if quiet or not ctx.is_main else None)
-            for x, y in trainer.batches(skip):
-                if not trainer.steps_left():
-                    break
-                # With a budget, the slowest rank's clock: every rank keeps the same rate.
-                clock = 0.0 if budget is None else ddp.max_over_ranks(
-                    trainer.train_seconds + time.perf_counter() - started, ctx)
-                threads.before(batches - skip)
-                step_start = time.perf_counter()
-                loss, right = trainer.train_step(x, y, clock)
-                threads.after(batches - skip, time.perf_counter() - step_start)
-                seen, loss_sum, correct, batches = seen + len(y), loss_sum + loss * len(y), \
-                    correct + right, batches + 1
-                bar.update(1)
-                ddp.fault_injection_point(trainer.step, ctx)  # test-only, runtime/distributed.py
-                if batches % 20 == 0 and not bar.disable:
-                    bar.set_postfix(loss=f"{float(loss):.3f}")  # waits for the device
-                if budget is not None and ddp.max_over_ranks(
-                        trainer.train_seconds + time.perf_counter() - started, ctx) >= budget:
-                    stopped = True
-                    break
-            bar.close()
-            done = stopped or not trainer.steps_left()
-            if done and trainer.lookahead is not None:
-                trainer.lookahead.finish()  # training time: it is part of the recipe
-            synchronize(device)  # the device may still be running queued steps
-            elapsed = time.perf_counter() - started
-            trainer.train_seconds += elapsed
-            finished_epoch = batches >= trainer.steps_per_epoch
-            epoch, skip = (epoch + 1, 0) if finished_epoch else (epoch, batches)
-            accuracy = trainer.test_accuracy(tta=config.tta and done)
-            seen, loss_sum, correct = ddp.all_reduce_sum(
-                [seen, float(loss_sum), float(correct)], ctx)
-            last_lr = trainer.optimizer.param_groups[0]["lr"]
-            row = dict(epoch=epoch if finished_epoch
-                       else round(epoch + batches / trainer.steps_per_epoch, 3),
-                       step=trainer.step, lr=f"{last_lr:.5g}",
-                       train_loss=f"{loss_sum / max(1, seen):.4f}",
-                       train_accuracy=f"{correct / max(1, seen):.4f}",
-                       test_accuracy=f"{accuracy:.4f}",
-                       train_seconds=f"{trainer.train_seconds:.1f}",
-                       images_per_second=f"{seen / max(elapsed, 1e-9):.0f}")
-            log.log(**row)
-            if not quiet and ctx.is_main:
-                print(f"epoch {row['epoch']}: loss {row['train_loss']}  test accuracy "
-                      f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)",
-                      file=sys.stderr)
-            if ctx.is_main:
-                try:
-                    save_checkpoint(ckpt_path, trainer.state(epoch, skip, done))
-                except NonFiniteWeights:  # never write (or call good) NaN weights
-                    kept = ("no checkpoint was saved" if saved_epoch is None else
-                            f"the last good checkpoint is {ckpt_path}, from epoch {saved_epoch}")
-                    raise UserError(f"the weights became NaN or infinite by epoch {row['epoch']}"
-                                    f" (train loss {row['train_loss']}); stopped ({kept})"
-                                    ) from None
-                saved_epoch = row["epoch"]
-    finally:
-        log.close()
-    if accuracy is None:  # nothing left to train (a finished run resumed): just test
-        accuracy = trainer.test_accuracy(tta=config.tta)
-    result = {"test_accuracy": accuracy, "train_seconds": trainer.train_seconds,
-              "threads": torch.get_num_threads(),
-              "epochs": float(row["epoch"]), "steps": trainer.step, "stopped_by_budget": stopped,
-              "run": str(out)}
-    if ctx.is_main:
-        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
-    ddp.cleanup(ctx)
-    return result
+        write_config_file(out, config)   # `--config` reproduces the run
+    return _Run(config=config, out=out, ctx=ctx, trainer=trainer, epoch=epoch, skip=skip,
+                saved_epoch=epoch if resume_state is not None else None,
+                log=(MetricsLog(out / "metrics.csv", METRICS, CURVES) if ctx.is_main
+                     else ddp.NullLog()),
+                threads=threads, quiet=quiet)
 
 
 def main(config: TrainConfig, resume: bool = False) -> int:
