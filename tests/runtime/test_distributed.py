@@ -61,12 +61,12 @@ def test_fault_injection_needs_both_variables_and_fires_once(tmp_path, monkeypat
     monkeypatch.setattr(ddp.os, "kill", lambda pid, sig: killed.append(sig))
     marker = tmp_path / "marker"
     monkeypatch.setenv(ddp.KILL_AT_STEP, "3")
-    ddp.fault_injection_point(3, ctx(0, 1))  # no marker variable: never
-    assert killed == []
+    assert ddp.fault_injection_hook(ctx(0, 1)) is None  # no marker variable: no hook at all
     monkeypatch.setenv(ddp.KILL_MARKER, str(marker))
-    ddp.fault_injection_point(2, ctx(1, 2))  # another step
-    ddp.fault_injection_point(3, ctx(0, 2))  # not the last rank
+    assert ddp.fault_injection_hook(ctx(0, 2)) is None  # not the last rank
+    kill = ddp.fault_injection_hook(ctx(1, 2))
+    kill(2)  # another step
     assert killed == []
-    ddp.fault_injection_point(3, ctx(1, 2))
-    ddp.fault_injection_point(3, ctx(1, 2))  # the marker now exists
+    kill(3)
+    kill(3)  # the marker now exists
     assert len(killed) == 1 and marker.exists()
