@@ -23,6 +23,7 @@ from torchtutor.runtime.config import (
 )
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import EXPORT_FORMATS
+from torchtutor.vision.config import FAST as VISION
 
 
 def _device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
@@ -117,9 +118,10 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                                     "(vision.config).")
     p.add_argument("--data", default=None,
                    help="'cifar10' (downloaded), a CIFAR-10 archive or folder, or an image "
-                        "folder tree (default: cifar10)")
+                        f"folder tree (default: {VISION.data.source})")
     p.add_argument("--model", choices=["tutorial", "fast"], default=None,
-                   help="the notes' net or the fast one (default: the recipe's; fast)")
+                   help="the notes' net or the fast one (default: the recipe's; "
+                        f"{VISION.model.name})")
     p.add_argument("--recipe", choices=["tutorial", "fast"], default=None,
                    help="training recipe (default: the one named like the model)")
     p.add_argument("--out", required=True, help="run folder for config, logs and checkpoints")
@@ -130,11 +132,12 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                    help="stop training cleanly after this many seconds, then evaluate")
     p.add_argument("--valid-fraction", type=_fraction, default=None,
                    help="for a single image folder without train/test: share held out "
-                        "(default: 0.1)")
+                        f"(default: {VISION.data.valid_fraction})")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="autocast (auto: bf16 on CUDA where supported, else fp16; on a "
                         "CPU with bf16 units bf16 for the fast model, else fp32)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed (default: {VISION.seed})")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR's checkpoint; only the length, the budget, the "
                         "device and the precision may change")
@@ -298,7 +301,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-lr-ratio", type=float, default=None)
     p.add_argument("--clip", type=float, default=None, help="gradient norm clip")
     p.add_argument("--adam-beta2", type=float, default=None,
-                   help="Adam's second-moment decay (the notes: 0.999)")
+                   help=f"Adam's second-moment decay (default: {DEFAULT.adam_beta2}, the "
+                        "notes')")
     p.add_argument("--unigram-bias", action=argparse.BooleanOptionalAction, default=None,
                    help="start the output bias at the training replies' log word frequencies")
     p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
@@ -561,14 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_handler(target: str):
     module_name, func_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            command = module_name.removeprefix("torchtutor.").replace(".", " ")
-            raise UserError(f"'torchtutor {command}' is not built yet") from None
-        raise
-    return getattr(module, func_name)
+    return getattr(importlib.import_module(module_name), func_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,28 +1,35 @@
 """The run folder that `chat train` writes and every later command reads.
 
 RUN_DIR/
-  config.json   {"model": ModelConfig fields, "train": TrainConfig fields, "data": PrepareConfig
-                fields}
+  config.yaml   the whole resolved TrainConfig (chat.config): `chat train --config
+                RUN_DIR/config.yaml --out NEW` trains the same run again
+  config.json   the same as {"model": ModelConfig, "train": the rest, "data": the prepared
+                data's PrepareConfig}, which the later commands read
   vocab.json    the vocabulary (chat.vocab)
   metrics.csv   one row per logged step (train loss, tokens/s) or evaluation (valid loss, ppl)
+  events.out.tfevents.*  the same curves for TensorBoard (`tensorboard --logdir RUN_DIR`)
   loss.png      the loss curves
   last.pt       the latest checkpoint: model, both optimizers, schedulers, step, RNG states,
-                data position; what --resume continues from
-  best.pt       the same, at the lowest validation loss so far
+                data position, the resolved config; what --resume continues from
+  last-STEP.pt  older saves, with --keep-checkpoints K > 1 (the K - 1 latest)
+  best.pt       the save at the lowest validation loss so far (a hard link to one of the
+                above where it is the same save, so not a second copy)
   backward/     the backward model (reply -> query), a run folder of the same shape, trained
                 on the same splits turned around; the default decoder reranks with it
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from torchtutor.chat.model import ModelConfig, Seq2Seq
+from torchtutor.chat.config import ModelConfig, TrainConfig
+from torchtutor.chat.model import Seq2Seq
 from torchtutor.chat.vocab import Vocab
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
+from torchtutor.runtime.config import to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 
@@ -44,9 +51,11 @@ class TrainedChatbot:
     backward: Seq2Seq | None = None   # RUN_DIR/backward's model, when the run has one
 
 
-def write_config(run_dir: str | os.PathLike, model: ModelConfig, train: dict, data: dict) -> None:
-    text = json.dumps({"model": asdict(model), "train": train, "data": data}, indent=2)
-    atomic_write_text(Path(run_dir) / CONFIG, text + "\n")
+def write_config(run_dir: str | os.PathLike, config: TrainConfig) -> None:
+    """config.json: the run's resolved config, its model and data as sections of their own."""
+    values = to_dict(config)
+    sections = {"model": values.pop("model"), "train": values, "data": values.pop("data")}
+    atomic_write_text(Path(run_dir) / CONFIG, json.dumps(sections, indent=2) + "\n")
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
@@ -89,15 +98,19 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     vocab = Vocab.load(run_dir / VOCAB)
-    model_config = model_config_from(config, run_dir / CONFIG)
-    if model_config.vocab_size != len(vocab):
-        raise UserError(f"{run_dir}: the model has {model_config.vocab_size} outputs but "
-                        f"{VOCAB} holds {len(vocab)} tokens")
     path = run_dir / (BEST if which == "best" else LAST)
     if which == "best" and not path.exists():
         path = run_dir / LAST
     state = load_checkpoint(path, map_location="cpu", required_keys=("model", "step"),
                             types={"model": dict, "step": int})
+    # The checkpoint's own resolved config built its weights; older ones have config.json's.
+    saved = state.get("config")
+    from_checkpoint = isinstance(saved, dict) and isinstance(saved.get("model"), dict)
+    model_config = model_config_from(saved if from_checkpoint else config,
+                                     path if from_checkpoint else run_dir / CONFIG)
+    if model_config.vocab_size != len(vocab):
+        raise UserError(f"{run_dir}: the model has {model_config.vocab_size} outputs but "
+                        f"{VOCAB} holds {len(vocab)} tokens")
     model = Seq2Seq(model_config)
     load_state_dict_checked(model, state["model"], path)
     try:

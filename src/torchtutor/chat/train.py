@@ -644,9 +644,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
         make_folder(out)
         data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
-        train_section = to_dict(config)   # the resolved config: model, train and data
-        del train_section["model"], train_section["data"]
-        rd.write_config(out, config.model, train_section, to_dict(config.data))
+        rd.write_config(out, config)
         write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
     return _Run(
         config=config, out=out, ctx=ctx, model=model,
