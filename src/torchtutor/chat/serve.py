@@ -526,11 +526,14 @@ class ServeConfig:
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
-    """Load a trained run once; return its decode function and a short description."""
-    from torchtutor.chat.run_dir import load_trained
-    from torchtutor.runtime.device import resolve_device
+    """Load a trained run once; return its decode function and a short description.
 
-    bot = load_trained(run_dir, resolve_device(device))
+    On the CPU the bot carries int8 copies (decode.attach_int8_draft) for MMI's candidates;
+    every score it returns is float32's, as the API promises (greedy then runs in float32).
+    """
+    from torchtutor.chat.decode import load_bot
+
+    bot = load_bot(run_dir, device, fp32_scores=True)
     info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),
             "max_length": bot.max_length, "has_unk": bool(bot.vocab.has_unk),
             "device": str(next(bot.model.parameters()).device),
