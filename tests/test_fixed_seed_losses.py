@@ -43,7 +43,7 @@ def vision_figures(tree, out, *flags) -> tuple:
     assert _one_thread(lambda: cli.main([
         "vision", "train", "--data", str(tree), "--out", str(out), "--device", "cpu",
         "--precision", "fp32", *flags])) == 0
-    state = load_checkpoint(out / "checkpoint.pt")
+    state = load_checkpoint(out / "last.pt")
     return (_weight_sum(state["model"]),
             [(r["train_loss"], r["test_accuracy"]) for r in read_metrics(out / "metrics.csv")])
 

@@ -146,7 +146,8 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     _handler(p, _vision_train)
 
     p = cmds.add_parser("evaluate", help="overall and per-class accuracy, confusion matrix")
-    p.add_argument("--run", required=True, help="run folder written by `vision train`")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `vision train`")
     p.add_argument("--data", default=None, help="data to test on (default: the run's data)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _device(p)
@@ -154,12 +155,14 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("predict", help="top-k classes for image files")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run folder written by `vision train`")
+    source.add_argument("--run", metavar="RUN_DIR", help="run folder written by `vision train`")
     source.add_argument("--exported", metavar="FILE",
                         help="a file written by `vision export` instead of a run (CPU, "
                              "float32; load only files you trust: a .pt2 holds compiled code)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per image, in order (default: a text line each)")
     _device(p)
     _handler(p, "torchtutor.vision.predict:main")
 

@@ -70,7 +70,9 @@ def train_demo(config: DemoConfig) -> None:
     atomic_write_text(out / MARKER, json.dumps({
         "complete": True, "steps": [r.steps for r in results], "train_seconds": round(seconds, 1),
         "config": to_dict(forward)}, indent=2))
-    print(f"Trained {' + '.join(str(r.steps) for r in results)} steps in {seconds:.0f} s; "
+    steps = [r.steps for r in results]
+    print(f"Trained {' + '.join(map(str, steps))} step{'' if sum(steps) == 1 else 's'} in "
+          f"{seconds:.0f} s; "
           f"run folder {out}.", flush=True)
 
 

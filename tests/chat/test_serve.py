@@ -262,6 +262,11 @@ def test_healthz_page_static_files_and_schema(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["batching"] is True
     assert health["max_batch"] == 8 and health["model"] == {"run": "stand-in"}
+    # the defaults under the API's own names (decoder, not method), the old key for a release
+    from torchtutor.chat.serve import ReplyRequest
+    assert set(ReplyRequest.model_fields) - {"text"} <= set(health["defaults"])
+    assert health["defaults"]["decoder"] == health["defaults"]["method"] == "greedy"
+    assert "defaults.method" in health["deprecated"]
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -480,7 +485,7 @@ def test_real_run_served_by_the_command(run_dir):
                            port)
     try:
         health = httpx.get(url + "/healthz").json()
-        assert health["model"]["run"] == "run" and health["defaults"]["method"] == "beam"
+        assert health["model"]["run"] == "run" and health["defaults"]["decoder"] == "beam"
         body = httpx.post(url + "/api/reply", json={"text": "Hello there, qwertyuiop!",
                                                     "n_best": 3}).json()
         assert isinstance(body["reply"], str) and body["unknown_words"] == ["qwertyuiop"]

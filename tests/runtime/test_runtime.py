@@ -1,5 +1,6 @@
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -79,15 +80,18 @@ def test_progress_off_a_terminal_writes_whole_lines_with_the_total(capsys, monke
     # As if every update came after a long wait: each one may write a line.
     monkeypatch.setattr(module, "LINE_DELAY", 0.0)
     monkeypatch.setattr(module, "LINE_INTERVAL", 0.0)
+    from tqdm import tqdm
+
     with progress(total=3, desc="train", unit="step") as bar:
         for _ in range(3):
             bar.update(1)
             bar.set_postfix_str("loss 1.5")
+            tqdm.write("a line between", file=sys.stderr)   # clears bars: no "\r" here
     err = capsys.readouterr().err
     assert "\r" not in err and err.endswith("\n")
     lines = err.splitlines()
     assert lines[-1].startswith("train: 100% 3/3") and lines[-1].endswith("loss 1.5]")
-    assert all(line.startswith("train: ") for line in lines)
+    assert all(line.startswith("train: ") or line == "a line between" for line in lines)
 
 
 def test_cache_dir_override(monkeypatch, tmp_path):

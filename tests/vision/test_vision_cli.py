@@ -1,6 +1,7 @@
 """train / evaluate / predict through the command line on a tiny image folder."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -63,6 +64,22 @@ def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
     assert lines[0].split(": ")[1].startswith("blue ") and lines[0].count("%") == 2
     assert f"error: {bad}: not an image" in err and "missing.jpg: no such file" in err
 
+    # --json: one object per image, in order, errors included; floats rounded
+    code = main(["vision", "predict", "--run", str(run), good[0], str(bad), "--json",
+                 "--device", "cpu"])
+    out, _ = capsys.readouterr()
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert code == 1 and first["image"] == good[0] and first["top"][0]["class"] == "blue"
+    assert second == {"image": str(bad), "error": "not an image Pillow can read"}
+    assert main(["vision", "evaluate", "--run", str(run), "--json", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert not re.search(r"\d\.\d{7,}", text), text[:200]   # no 0.47099998593330383
+
+    # an older version's checkpoint.pt is still read, with a notice
+    (run / "last.pt").rename(run / "checkpoint.pt")
+    assert main(["vision", "evaluate", "--run", str(run), "--device", "cpu"]) == 0
+    assert "notice: " in capsys.readouterr().err
+
 
 def test_resume_continues_exactly(tiny_tree, tmp_path, capsys):
     straight, resumed = tmp_path / "a", tmp_path / "b"
@@ -73,8 +90,8 @@ def test_resume_continues_exactly(tiny_tree, tmp_path, capsys):
     # --resume refuses options that contradict the run, in one line
     assert _train(tiny_tree, resumed, "--epochs", "3", "--lr", "0.5", "--resume") == 2
     assert "lr is 0.001 there, not 0.5" in capsys.readouterr().err
-    a = load_checkpoint(straight / "checkpoint.pt")
-    b = load_checkpoint(resumed / "checkpoint.pt")
+    a = load_checkpoint(straight / "last.pt")   # the name a chat run uses too
+    b = load_checkpoint(resumed / "last.pt")
     assert a["step"] == b["step"] == 18
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
@@ -88,7 +105,7 @@ def test_fast_model_with_time_budget(tiny_tree, tmp_path, capsys):
     result = json.loads((run / "result.json").read_text())
     assert result["stopped_by_budget"] and result["steps"] < 50 * 4
     assert 0.0 <= result["test_accuracy"] <= 1.0
-    state = load_checkpoint(run / "checkpoint.pt")
+    state = load_checkpoint(run / "last.pt")
     assert state["finished"] and state["config"]["label_smoothing"] == 0.2
     capsys.readouterr()
     assert main(["vision", "predict", "--run", str(run), "--device", "cpu",
@@ -118,3 +135,21 @@ def test_batch_larger_than_the_training_set_is_a_clear_error(tiny_tree, tmp_path
                   "--batch-size", "64")
     err = capsys.readouterr().err
     assert code == 2 and "lower --batch-size" in err and "Traceback" not in err
+
+
+def test_a_run_of_the_other_app_is_named_as_such(tiny_tree, tmp_path, capsys):
+    from tests.chat.inference_helpers import tiny_run
+
+    chat_run = tiny_run()
+    capsys.readouterr()   # its training's output
+    image = str(tiny_tree / "test" / "red" / "0.png")
+    assert main(["vision", "predict", "--run", str(chat_run), image]) == 2
+    assert capsys.readouterr().err == (f"error: {chat_run} is a chat run (from `chat train`), "
+                                       "not a vision run; use `torchtutor chat talk/reply/"
+                                       "evaluate --run` with it\n")
+    run = tmp_path / "vision"
+    assert _train(tiny_tree, run, "--model", "tutorial", "--epochs", "1") == 0
+    capsys.readouterr()
+    assert main(["chat", "reply", "--run", str(run), "hello"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {run} is a vision run (from `vision "
+                                              "train`), not a chat run")

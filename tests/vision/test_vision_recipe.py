@@ -111,12 +111,12 @@ def test_fast_recipe_resumes_exactly_after_a_kill(tmp_path):
     killed = train(tmp_path / "b", TORCHTUTOR_TEST_KILL_AT_STEP="14",
                    TORCHTUTOR_TEST_KILL_MARKER=str(tmp_path / "marker"))
     assert killed.returncode == -signal.SIGKILL
-    cut = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    cut = load_checkpoint(tmp_path / "b" / "last.pt")
     assert cut["step"] == 12 and not cut["finished"]
     resumed = train(tmp_path / "b", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-500:]
-    a = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 20
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
@@ -134,11 +134,11 @@ def test_resuming_a_checkpoint_whose_optimizer_does_not_fit_is_one_line(tmp_path
     argv = ["vision", "train", "--data", str(tree), "--out", str(run), "--device", "cpu",
             "--model", "fast", "--batch-size", "8", "--epochs", "1"]
     assert main(argv) == 0
-    state = load_checkpoint(run / "checkpoint.pt")
+    state = load_checkpoint(run / "last.pt")
     groups = state["optimizer"]["param_groups"]
     merged = dict(groups[0], params=[i for g in groups for i in g["params"]])
     state["optimizer"]["param_groups"] = [merged]
-    save_checkpoint(run / "checkpoint.pt", state)
+    save_checkpoint(run / "last.pt", state)
     capsys.readouterr()
     assert main(argv[:-1] + ["2", "--resume"]) == 2
     err = capsys.readouterr().err

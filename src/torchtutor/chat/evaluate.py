@@ -33,6 +33,7 @@ from torchtutor.chat.text import normalize_many, tokenize
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.progress import progress
+from torchtutor.runtime.report import rounded
 
 BATCH = 64
 
@@ -225,5 +226,5 @@ def main(args) -> int:
         raise UserError(f"no pairs to evaluate in the {source}; {hint}")
     result = evaluate_pairs(bot, pairs, config.options, config.samples)
     result["source"] = source
-    print(json.dumps(result) if config.as_json else format_report(result, source))
+    print(json.dumps(rounded(result)) if config.as_json else format_report(result, source))
     return 0

@@ -65,6 +65,11 @@ def read_config(run_dir: str | os.PathLike) -> dict:
         raise UserError(f"run folder {run_dir} does not exist; train one with "
                         "`torchtutor chat train --out DIR`")
     path = run_dir / CONFIG
+    if not (run_dir / VOCAB).is_file() and (run_dir / "metrics.csv").is_file() and \
+            any((run_dir / name).is_file() for name in ("last.pt", "checkpoint.pt")):
+        # a vision run: checkpoints and metrics, but no vocabulary
+        raise UserError(f"{run_dir} is a vision run (from `vision train`), not a chat run; use "
+                        "`torchtutor vision evaluate/predict --run` with it")
     if not path.is_file():
         raise UserError(f"{run_dir} is not a chat run folder (no {CONFIG})")
     try:

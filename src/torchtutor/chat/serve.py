@@ -127,6 +127,7 @@ class ErrorResponse(BaseModel):
 
 # Request field -> DecodeOptions field, where the names differ (they follow the CLI's flags).
 _OPTION_NAMES = {"decoder": "method"}
+_API_NAMES = {option: field for field, option in _OPTION_NAMES.items()}
 
 
 def merge_options(defaults: DecodeOptions, request: ReplyRequest,
@@ -369,6 +370,10 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
             return _error(500, f"decoding failed: {type(exc).__name__}")
         return _as_response(reply, has_unk)
 
+    # The server's decoder defaults under the request's field names (decoder, not method).
+    api_defaults = {_API_NAMES.get(k, k): v for k, v in dataclasses.asdict(defaults).items()}
+    api_defaults["method"] = defaults.method
+
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz(request: Request) -> dict[str, Any]:
         connections = getattr(request.app.state, "connections", None)   # set by run_server
@@ -377,7 +382,10 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                 "batch_window_ms": batch_window_ms, "queue": batcher.waiting,
                 "in_flight": batcher.in_flight,
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
-                "defaults": dataclasses.asdict(defaults), "model": info or {}}
+                "defaults": api_defaults, "model": info or {},
+                # The old key, for one release: scripts reading defaults.method should move.
+                "deprecated": {"defaults.method": "use defaults.decoder (the API's name); "
+                                                  "defaults.method goes in the next release"}}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:

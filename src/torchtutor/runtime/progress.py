@@ -57,6 +57,10 @@ class LineProgress(plain_tqdm):
         _last_line = now
         return True
 
+    def clear(self, nolock: bool = False) -> None:
+        """Nothing to clear: lines are never redrawn (tqdm.write calls this; the default
+        would write a carriage return into the log)."""
+
     def close(self) -> None:
         if not self.disable and self._last_line is not None and self._last_n != self.n:
             self.display(final=True)  # the final count, once any line was shown

@@ -1,6 +1,5 @@
 """`torchtutor vision evaluate`: overall and per-class accuracy, and a confusion-matrix PNG."""
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ import torch
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write
+from torchtutor.runtime.report import dumps as report_json
 from torchtutor.vision.data import load_data
 from torchtutor.vision.inference import LoadedRun, load_run, predict_logits
 
@@ -92,7 +92,7 @@ def main(args) -> int:
     report = evaluate_run(loaded, config.data or loaded.data,
                           Path(config.run) / "confusion.png")
     if config.json:
-        print(json.dumps(report))
+        print(report_json(report))
         return 0
     print(f"accuracy {report['accuracy']:.2%} on {report['images']} test images")
     width = max(len(name) for name in report["per_class"])

@@ -1,5 +1,6 @@
 """Running a trained classifier: precision, batched logits with flip TTA, loading a run folder."""
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from torchtutor.vision.config import config_from_saved
 from torchtutor.vision.data import normalize
 from torchtutor.vision.models import build_model
 
-CHECKPOINT_NAME = "checkpoint.pt"
+# The same name as a chat run's latest checkpoint. Runs of earlier versions saved
+# "checkpoint.pt"; it is still read, with a notice, for one release.
+CHECKPOINT_NAME = "last.pt"
+OLD_CHECKPOINT_NAME = "checkpoint.pt"
 # What the entries of a checkpoint must be (a wrong type is a one-line error, not a crash).
 CHECKPOINT_TYPES = {"model": dict, "config": dict, "classes": (list, tuple), "mean": list,
                     "std": list, "step": int, "epoch": int, "optimizer": dict}
@@ -100,12 +104,34 @@ class LoadedRun:
     device: torch.device
 
 
-def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
-    """Rebuild the model of a `vision train` run folder from its checkpoint."""
+def checkpoint_path(run_dir: str | Path) -> Path:
+    """The run folder's checkpoint: last.pt, or an older version's checkpoint.pt."""
+    run_dir = Path(run_dir)
+    path, old = run_dir / CHECKPOINT_NAME, run_dir / OLD_CHECKPOINT_NAME
+    if not path.exists() and old.exists():
+        print(f"notice: {old} is an older version's name for {CHECKPOINT_NAME}; it is read "
+              "for this release only (rename it)", file=sys.stderr)
+        return old
+    return path
+
+
+def check_vision_run(run_dir: str | Path) -> Path:
+    """`run_dir` if it is a folder that may hold a vision run; a one-line UserError if it is
+    missing or is a chat run (those hold a vocabulary)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run folder {run_dir} does not exist")
-    path = run_dir / CHECKPOINT_NAME
+        raise UserError(f"run folder {run_dir} does not exist; train one with "
+                        "`torchtutor vision train --out DIR`")
+    if (run_dir / "vocab.json").is_file():
+        raise UserError(f"{run_dir} is a chat run (from `chat train`), not a vision run; use "
+                        "`torchtutor chat talk/reply/evaluate --run` with it")
+    return run_dir
+
+
+def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
+    """Rebuild the model of a `vision train` run folder from its checkpoint."""
+    run_dir = check_vision_run(run_dir)
+    path = checkpoint_path(run_dir)
     state = load_checkpoint(path, required_keys=("model", "config", "classes", "mean", "std"),
                             types=CHECKPOINT_TYPES)
     config = config_from_saved(state["config"], str(path))

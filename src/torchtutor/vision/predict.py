@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
+from torchtutor.runtime.report import dumps as report_json
 from torchtutor.vision.data import IMAGE_SIZE
 from torchtutor.vision.folders import decode_image
 from torchtutor.vision.inference import LoadedRun, load_run, predict_logits
@@ -26,6 +27,7 @@ class PredictConfig:
     top_k: int = 3
     device: str = "auto"
     exported: str | None = None   # a file `vision export` wrote, instead of the run
+    as_json: bool = False         # one JSON object per image instead of a text line
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.exported is None):
@@ -84,7 +86,8 @@ def run_logits(loaded: LoadedRun) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def main(args) -> int:
     config = PredictConfig(run=args.run, images=list(args.images), top_k=args.top_k,
-                           device=args.device, exported=getattr(args, "exported", None))
+                           device=args.device, exported=getattr(args, "exported", None),
+                           as_json=args.json)
     if config.exported is not None:
         from torchtutor.vision.export import ExportedClassifier
 
@@ -98,6 +101,12 @@ def main(args) -> int:
         if error is not None:
             failed += 1
             print(f"error: {path}: {error}", file=sys.stderr)
+            if config.as_json:   # a line for every image, in order, as `chat reply --json`
+                print(report_json({"image": path, "error": error}))
+            continue
+        if config.as_json:
+            print(report_json({"image": path, "top": [{"class": name, "probability": p}
+                                                      for name, p in top]}))
             continue
         answer = "  ".join(f"{name} {p:.1%}" for name, p in top)
         print(f"{path}: {answer}")

@@ -50,6 +50,7 @@ from torchtutor.vision.data import (
 from torchtutor.vision.inference import (
     CHECKPOINT_NAME,
     CHECKPOINT_TYPES,
+    checkpoint_path,
     predict_logits,
     uses_channels_last,
 )
@@ -322,7 +323,7 @@ def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> dic
 
 def stored_config(out: str | Path) -> TrainConfig:
     """The resolved config a run folder's checkpoint holds, pointed at `out`."""
-    path = Path(out) / CHECKPOINT_NAME
+    path = checkpoint_path(out)
     state = load_checkpoint(path, required_keys=("config",), types=CHECKPOINT_TYPES)
     return replace(config_from_saved(state["config"], str(path)), out=str(out))
 
@@ -474,7 +475,7 @@ def _setup(config: TrainConfig, resume: bool, quiet: bool) -> _Run:
     """The trainer, restored for a resume, its schedule planned for a budget, and the run
     folder started."""
     out = Path(config.out)
-    ckpt_path = out / CHECKPOINT_NAME
+    ckpt_path = checkpoint_path(out)   # read from; saves go to out / CHECKPOINT_NAME
     resume_state = None
     ctx = ddp.init_distributed(config.device)
     # A group that torchrun restarted after a failure resumes from the checkpoint by itself.
