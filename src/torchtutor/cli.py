@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from torchtutor import __version__
-from torchtutor.chat.config import DEFAULT, RECIPES, TUTORIAL
+from torchtutor.chat.config import DEFAULT, DEMO, RECIPES, TUTORIAL
 from torchtutor.demo import DemoConfig
 from torchtutor.runtime.config import (
     config_text,
@@ -24,6 +24,7 @@ from torchtutor.runtime.config import (
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import EXPORT_FORMATS
 from torchtutor.vision.config import FAST as VISION
+from torchtutor.vision.config import TUTORIAL as VISION_TUTORIAL
 
 
 def _device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
@@ -45,7 +46,7 @@ def _config_file(parser: argparse.ArgumentParser) -> None:
                              "the options given on the command line override it "
                              "(default: the recipe alone)")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as YAML and exit")
+                        help="print the resolved config as YAML and exit (default: off)")
 
 
 def _positive_int(text: str) -> int:
@@ -101,8 +102,9 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
 def _export_options(p: argparse.ArgumentParser, out_metavar: str, out_help: str,
                     format_help: str) -> None:
     """--run, --out and --format of `chat export` and `vision export`."""
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run folder to export")
-    p.add_argument("--out", required=True, metavar=out_metavar, help=out_help)
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="the run folder to export (required)")
+    p.add_argument("--out", required=True, metavar=out_metavar, help=f"{out_help} (required)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="aoti", help=format_help)
 
 
@@ -124,43 +126,58 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                         f"{VISION.model.name})")
     p.add_argument("--recipe", choices=["tutorial", "fast"], default=None,
                    help="training recipe (default: the one named like the model)")
-    p.add_argument("--out", required=True, help="run folder for config, logs and checkpoints")
-    p.add_argument("--epochs", type=_positive_int, default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder for config, logs and checkpoints (required)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help=f"passes over the training images (default: {VISION.epochs}; "
+                        f"tutorial: {VISION_TUTORIAL.epochs}; with --time-budget on the fast "
+                        "recipe: planned from the budget)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=f"images per step (default: {VISION.batch_size}; tutorial: "
+                        f"{VISION_TUTORIAL.batch_size})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: {VISION.lr:g}; tutorial: "
+                        f"{VISION_TUTORIAL.lr:g})")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop training cleanly after this many seconds, then evaluate")
+                   help="stop training cleanly after this many seconds, then evaluate "
+                        "(default: none, train for --epochs)")
     p.add_argument("--valid-fraction", type=_fraction, default=None,
                    help="for a single image folder without train/test: share held out "
                         f"(default: {VISION.data.valid_fraction})")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
                    help="autocast (auto: bf16 on CUDA where supported, else fp16; on a "
-                        "CPU with bf16 units bf16 for the fast model, else fp32)")
+                        "CPU with bf16 units bf16 for the fast model, else fp32) "
+                        f"(default: {VISION.precision})")
     p.add_argument("--seed", type=int, default=None,
                    help=f"random seed (default: {VISION.seed})")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR's checkpoint; only the length, the budget, the "
-                        "device and the precision may change")
+                        "device and the precision may change (default: off, a new run)")
     _config_file(p)
     _device(p, default=None)
     _handler(p, _vision_train)
 
     p = cmds.add_parser("evaluate", help="overall and per-class accuracy, confusion matrix")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
-                   help="run folder written by `vision train`")
+                   help="run folder written by `vision train` (required)")
     p.add_argument("--data", default=None, help="data to test on (default: the run's data)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: a table)")
     _device(p)
     _handler(p, "torchtutor.vision.evaluate:main")
 
     p = cmds.add_parser("predict", help="top-k classes for image files")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_DIR", help="run folder written by `vision train`")
+    source.add_argument("--run", metavar="RUN_DIR",
+                        help="run folder written by `vision train` (required, or "
+                             "--exported)")
     source.add_argument("--exported", metavar="FILE",
                         help="a file written by `vision export` instead of a run (CPU, "
-                             "float32; load only files you trust: a .pt2 holds compiled code)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=_positive_int, default=3)
+                             "float32; load only files you trust: a .pt2 holds compiled code) "
+                             "(default: use --run)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    p.add_argument("--top-k", type=_positive_int, default=3,
+                   help="classes shown per image, likeliest first (default: %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per image, in order (default: a text line each)")
     _device(p)
@@ -183,8 +200,9 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
     data = DEFAULT.data
     p.add_argument("--corpus", default=None,
                    help="'chatterbot' (bundled), 'cornell' (downloaded and cached), or a PATH: "
-                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file "
-                        f"(default: {data.corpus})")
+                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file; "
+                        "`chat train` also takes a folder `chat prepare` wrote, and trains on "
+                        f"its splits, vocabulary and settings (default: {data.corpus})")
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="keep pairs whose sides have fewer words than this "
                         f"(default: {data.max_length})")
@@ -256,11 +274,12 @@ def _int8(p: argparse.ArgumentParser) -> None:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--int8", action="store_true",
                          help="CPU only: int8 weights, about 3x faster; replies may differ "
-                              "slightly")
+                              "slightly (default: off)")
     weights.add_argument("--exact", action="store_true",
                          help="float32 weights only: no int8 copies for greedy search or for "
                               "MMI's candidates on the CPU (slower, never differs from the "
-                              "trained model)")
+                              "trained model) (default: off; int8 copies are checked, and "
+                              "fall back to float32 by themselves)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
@@ -268,9 +287,17 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                           description="Seq2seq chatbot with Luong attention.")
     cmds = chat.add_subparsers(dest="chat_command", metavar="COMMAND", required=True)
 
-    p = cmds.add_parser("prepare", help="corpus -> pair file, vocabulary and splits")
+    p = cmds.add_parser(
+        "prepare", help="corpus -> pair file, vocabulary and splits",
+        description="The notes' filters keep only short pairs of common words: at the defaults "
+                    f"(--max-length {DEFAULT.data.max_length}, --min-count "
+                    f"{DEFAULT.data.min_count}) ChatterBot keeps about a tenth of its 2,306 "
+                    f"pairs; the demo uses --max-length {DEMO.data.max_length} --min-count "
+                    f"{DEMO.data.min_count}. The table printed at the end says what was kept.")
     _corpus_options(p)
-    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write into; `chat train --corpus DIR` trains on it "
+                        "(required)")
     p.add_argument("--text-files", action=argparse.BooleanOptionalAction, default=True,
                    help="also write pairs.tsv and the split TSVs for people to read "
                         "(default: %(default)s; --no-text-files for big corpora)")
@@ -279,48 +306,79 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("train", help="train a chatbot",
                         description="Options left out keep the recipe's value (chat.config).")
     _corpus_options(p)
-    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder for config, metrics, checkpoints and the backward model "
+                        "(required)")
     p.add_argument("--recipe", choices=list(RECIPES), default=None,
                    help="'default': the fastest found; 'tutorial': the notes' settings; "
                         "'demo': `torchtutor demo`'s (default: default)")
     p.add_argument("--tutorial-compat", action="store_true", default=None,
                    help="reproduce the tutorial's exact training semantics (implies "
-                        "--recipe tutorial)")
+                        "--recipe tutorial) (default: off, the fixed semantics)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=_positive_int, default=None,
                         help=f"optimizer steps (default: {DEFAULT.steps}; tutorial: "
                              f"{TUTORIAL.steps})")
     length.add_argument("--epochs", type=float, default=None,
-                        help="passes over the training pairs, instead of --steps")
+                        help="passes over the training pairs, instead of --steps "
+                             "(default: none, --steps)")
     length.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                        help="train for this many seconds, instead of --steps")
-    p.add_argument("--hidden-size", type=_positive_int, default=None)
-    p.add_argument("--encoder-layers", type=_positive_int, default=None)
-    p.add_argument("--decoder-layers", type=_positive_int, default=None)
-    p.add_argument("--attention", choices=["dot", "general", "concat"], default=None)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--decoder-lr-ratio", type=float, default=None)
-    p.add_argument("--clip", type=float, default=None, help="gradient norm clip")
+                        help="train for this many seconds, instead of --steps "
+                             "(default: none, --steps)")
+    m = DEFAULT.model
+    p.add_argument("--hidden-size", type=_positive_int, default=None,
+                   help=f"GRU and embedding width (default: {m.hidden_size}; demo: "
+                        f"{DEMO.model.hidden_size})")
+    p.add_argument("--encoder-layers", type=_positive_int, default=None,
+                   help=f"bidirectional GRU layers of the encoder (default: {m.encoder_layers})")
+    p.add_argument("--decoder-layers", type=_positive_int, default=None,
+                   help=f"GRU layers of the decoder (default: {m.decoder_layers})")
+    p.add_argument("--attention", choices=["dot", "general", "concat"], default=None,
+                   help=f"Luong attention score (default: {m.attention})")
+    p.add_argument("--dropout", type=float, default=None,
+                   help=f"dropout between GRU layers and on embeddings (default: {m.dropout})")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help=f"pairs per step (default: {DEFAULT.batch_size}; tutorial: "
+                        f"{TUTORIAL.batch_size})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"the encoder's Adam learning rate (default: {DEFAULT.lr:g})")
+    p.add_argument("--decoder-lr-ratio", type=float, default=None,
+                   help=f"the decoder's learning rate as a multiple of --lr (default: "
+                        f"{DEFAULT.decoder_lr_ratio:g}; tutorial: "
+                        f"{TUTORIAL.decoder_lr_ratio:g})")
+    p.add_argument("--clip", type=float, default=None,
+                   help=f"gradient norm clip (default: {DEFAULT.clip:g})")
     p.add_argument("--adam-beta2", type=float, default=None,
                    help=f"Adam's second-moment decay (default: {DEFAULT.adam_beta2}, the "
                         "notes')")
     p.add_argument("--unigram-bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="start the output bias at the training replies' log word frequencies")
-    p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO")
+                   help="start the output bias at the training replies' log word "
+                        f"frequencies (default: {'on' if DEFAULT.unigram_bias else 'off'}; "
+                        f"tutorial: {'on' if TUTORIAL.unigram_bias else 'off'})")
+    p.add_argument("--teacher-forcing", type=float, default=None, metavar="RATIO",
+                   help="share of batches the decoder is fed the true previous word "
+                        f"(default: {DEFAULT.teacher_forcing:g})")
     p.add_argument("--teacher-forcing-per-step", action="store_true", default=None,
-                   help="decide teacher forcing at every step, not once per batch")
+                   help="decide teacher forcing at every step, not once per batch "
+                        "(default: off)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="bf16 autocast or float32; auto: bf16 where the hardware is fast at it")
+                   help="bf16 autocast or float32; auto: bf16 where the hardware is fast at it "
+                        f"(default: {DEFAULT.precision}; tutorial: {TUTORIAL.precision})")
     p.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear learning-rate warm-up over this many steps")
+                   help="linear learning-rate warm-up over this many steps "
+                        f"(default: {DEFAULT.warmup_steps})")
     p.add_argument("--schedule", choices=["constant", "cosine", "linear"], default=None,
-                   help="learning-rate decay after the warm-up")
+                   help=f"learning-rate decay after the warm-up (default: {DEFAULT.schedule}; "
+                        f"tutorial: {TUTORIAL.schedule})")
     p.add_argument("--bucket", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch pairs of similar length together (less padding)")
-    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS")
+                   help="batch pairs of similar length together (less padding) "
+                        f"(default: {'on' if DEFAULT.bucket else 'off'})")
+    p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS",
+                   help="validation loss every this many steps (default: "
+                        f"{DEFAULT.eval_every}; tutorial: {TUTORIAL.eval_every})")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
+                   help="save last.pt every this many steps (default: "
+                        f"{DEFAULT.checkpoint_every}; tutorial: {TUTORIAL.checkpoint_every})")
     p.add_argument("--patience", type=_positive_int, default=None, metavar="N",
                    help="stop after N evaluations without a better validation loss "
                         "(default: train to the end)")
@@ -330,7 +388,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR exactly; only the length, the device, the "
                         "evaluation and checkpoint cadence, --patience and "
-                        "--keep-checkpoints may change")
+                        "--keep-checkpoints may change (default: off, a new run)")
     p.add_argument("--direction", choices=["forward", "backward"], default=None,
                    help="forward: query -> reply (the chatbot); backward: reply -> query, "
                         "trained alone into RUN_DIR/backward on the same splits "
@@ -344,36 +402,48 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _handler(p, _chat_train)
 
     p = cmds.add_parser("talk", help="chat in the terminal (q or quit ends it)")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `chat train` (required)")
     _decoder_options(p)
     _device(p)
     _int8(p)
     _handler(p, "torchtutor.chat.talk:main")
 
     p = cmds.add_parser("reply", help="one reply per input (arguments or stdin lines)")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("text", nargs="*", metavar="TEXT")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `chat train` (required)")
+    p.add_argument("text", nargs="*", metavar="TEXT",
+                   help="messages to reply to, one reply each (default: lines from stdin)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line (default: the reply text)")
     _decoder_options(p)
     _device(p)
     _int8(p)
     _handler(p, "torchtutor.chat.reply:main")
 
     p = cmds.add_parser("evaluate", help="loss, perplexity, BLEU, distinct-n on held-out pairs")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    p.add_argument("--corpus", default=None, help="evaluate on another corpus instead")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--samples", type=int, default=5, help="sample exchanges to show")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `chat train` (required)")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test",
+                   help="the run's held-out pairs to score; the demo holds none out, use "
+                        "train there (default: %(default)s)")
+    p.add_argument("--corpus", default=None,
+                   help="evaluate on another corpus instead (default: the run's --split)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: a table)")
+    p.add_argument("--samples", type=int, default=5,
+                   help="sample exchanges to show (default: %(default)s)")
     _decoder_options(p)
     _device(p)
     _int8(p)
     _handler(p, "torchtutor.chat.evaluate:main")
 
     p = cmds.add_parser("attention", help="attention heatmap of one reply")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("text", nargs="+", metavar="TEXT")
-    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `chat train` (required)")
+    p.add_argument("text", nargs="+", metavar="TEXT", help="the message to reply to")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="the heatmap image to write (required)")
     _device(p)
     _handler(p, "torchtutor.chat.attention:main")
 
@@ -386,11 +456,15 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _handler(p, "torchtutor.chat.export:main")
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--run", required=True, metavar="RUN_DIR",
+                   help="run folder written by `chat train` (required)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 for every interface "
+                        "(default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000,
+                   help="TCP port, 0: any free one (default: %(default)s)")
     p.add_argument("--max-batch", type=_positive_int, default=64,
-                   help="most requests decoded together")
+                   help="most requests decoded together (default: %(default)s)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long to gather requests into one batch, 0 to 1000 "
                         "(default 5; 0: no batching)")
@@ -401,7 +475,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="open connections held at most; beyond it the oldest one still "
                         "waiting for its request is closed, or new ones get 503 (default 1000)")
     p.add_argument("--queue-size", type=_positive_int, default=1024,
-                   help="requests waiting beyond this get 503")
+                   help="requests waiting beyond this get 503 (default: %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads for decoding (default: cores - 1, leaving one "
                         "for the HTTP side)")
@@ -554,8 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lessons(sub)
     _add_vision(sub)
     _add_chat(sub)
-    demo = sub.add_parser("demo", help="the main job: train a chatbot on the bundled corpus, "
-                                       "then chat")
+    demo = sub.add_parser(
+        "demo", help="the main job: train a chatbot on the bundled corpus, then chat",
+        description="Trains `chat train --recipe demo` on ChatterBot: hidden size "
+                    f"{DEMO.model.hidden_size}, max length {DEMO.data.max_length}, min count "
+                    f"{DEMO.data.min_count}, nothing held out, {DEMO.steps} steps (and its "
+                    "backward model), then chats in a terminal or answers a fixed list of "
+                    "questions otherwise.")
     _device(demo, default=None)
     demo.add_argument("--out", default=None, metavar="RUN_DIR",
                       help=f"the demo's run folder (default: {DemoConfig.out})")
