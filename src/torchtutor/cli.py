@@ -5,6 +5,7 @@ when their command runs, so `torchtutor --help` stays fast.
 """
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable
@@ -34,10 +35,19 @@ def _device(parser: argparse.ArgumentParser, default: str | None = "auto") -> No
 
 
 def _handler(parser: argparse.ArgumentParser, target: str | Callable[[argparse.Namespace], int],
-             ) -> None:
-    """What the command runs: a module's `main(args)`, or a function here that turns the
-    flags into the module's config first."""
-    parser.set_defaults(handler=target)
+             config: str | None = None) -> None:
+    """What the command runs: a function here that turns the flags into the module's config
+    and calls it, or a module's `main` ("module:main"), given `config` ("module:Class", a
+    dataclass) built from the flags named like its fields (or, for the commands not moved to
+    a config yet, the flags themselves)."""
+    parser.set_defaults(handler=target, config_class=config)
+
+
+def _config_from_flags(args: argparse.Namespace, spec: str) -> Any:
+    module_name, class_name = spec.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if hasattr(args, f.name)})
 
 
 def _config_file(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +106,7 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--max-lines", type=int, default=20000, metavar="N",
                            help="read only the first N lines of a Cornell movie_lines.txt, "
                                 "for speed (0: all; default: 20000)")
-        _handler(p, f"torchtutor.lessons.{name}:main")
+        _handler(p, f"torchtutor.lessons.{name}:main", "torchtutor.lessons.runner:LessonConfig")
 
 
 def _export_options(p: argparse.ArgumentParser, out_metavar: str, out_help: str,
@@ -164,7 +174,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (default: a table)")
     _device(p)
-    _handler(p, "torchtutor.vision.evaluate:main")
+    _handler(p, "torchtutor.vision.evaluate:main", "torchtutor.vision.evaluate:EvaluateConfig")
 
     p = cmds.add_parser("predict", help="top-k classes for image files")
     source = p.add_mutually_exclusive_group(required=True)
@@ -181,7 +191,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object per image, in order (default: a text line each)")
     _device(p)
-    _handler(p, "torchtutor.vision.predict:main")
+    _handler(p, _vision_predict)
 
     p = cmds.add_parser("export", help="the classifier as one file for plain torch")
     _export_options(p, "FILE", "the file to write (.pt2 for aoti, .onnx, .pt for torchscript)",
@@ -445,7 +455,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the heatmap image to write (required)")
     _device(p)
-    _handler(p, "torchtutor.chat.attention:main")
+    _handler(p, "torchtutor.chat.attention:main", "torchtutor.chat.attention:AttentionConfig")
 
     p = cmds.add_parser("export", help="a self-contained chatbot for plain torch")
     _export_options(p, "PATH", "the folder to write (a file for --format torchscript)",
@@ -586,6 +596,14 @@ def vision_train_config(args: argparse.Namespace):
     return replace_nested(recipe, changes)
 
 
+def _vision_predict(args: argparse.Namespace) -> int:
+    from torchtutor.vision import predict
+
+    return predict.main(predict.PredictConfig(
+        run=args.run, images=list(args.images), top_k=args.top_k, device=args.device,
+        exported=args.exported, as_json=args.json))
+
+
 def _vision_train(args: argparse.Namespace) -> int:
     config = vision_train_config(args)
     if args.print_config:
@@ -653,8 +671,12 @@ def _load_handler(target: str):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        handler = args.handler if callable(args.handler) else _load_handler(args.handler)
-        result = handler(args)
+        if callable(args.handler):
+            result = args.handler(args)
+        else:
+            handler = _load_handler(args.handler)
+            result = handler(_config_from_flags(args, args.config_class)
+                             if args.config_class else args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

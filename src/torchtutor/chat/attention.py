@@ -66,9 +66,9 @@ def plot_attention(amap: AttentionMap, path: str | Path) -> Path:
 @dataclass
 class AttentionConfig:
     run: str
-    text: str
+    text: list[str]     # the input, word by word as given
     out: str
-    device: str
+    device: str = "auto"
 
 
 def _is_png(path: Path) -> bool:
@@ -79,16 +79,15 @@ def _is_png(path: Path) -> bool:
         return False
 
 
-def main(args) -> int:
+def main(config: AttentionConfig) -> int:
     from torchtutor.chat.run_dir import load_trained
 
-    config = AttentionConfig(run=args.run, text=" ".join(args.text), out=args.out,
-                             device=args.device)
+    text = " ".join(config.text)
     output_file(config.out, replaceable=_is_png)   # a folder or an unrelated file: refused
     bot = load_trained(config.run, resolve_device(config.device), with_backward=False)
-    amap = attention_map(bot, config.text)
+    amap = attention_map(bot, text)
     path = plot_attention(amap, config.out)
     reply = display_text([w for w in amap.output_words if w != "EOS"])
-    print(f"> {config.text}\nBot: {reply}")
+    print(f"> {text}\nBot: {reply}")
     print(f"wrote {path}")
     return 0

@@ -1,12 +1,11 @@
 """Lesson 2, autograd: requires_grad, grad_fn, backward, accumulation and no_grad."""
 
-import argparse
 import sys
 
 import torch
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.lessons.runner import run_lesson
+from torchtutor.lessons.runner import LessonConfig, run_lesson
 
 
 def demo_tracking(device: torch.device) -> dict[str, object]:
@@ -94,5 +93,5 @@ def run(device: torch.device) -> None:
     n.show("x.detach().requires_grad", ng["detached"])
 
 
-def main(args: argparse.Namespace) -> int:
-    return run_lesson(sys.modules[__name__], args)
+def main(config: LessonConfig) -> int:
+    return run_lesson(sys.modules[__name__], config)

@@ -10,7 +10,6 @@ for a few seconds is enough to make greedy decoding reply and stop at EOS.
 Each helper returns what its step prints, so the tests check the claims.
 """
 
-import argparse
 import random
 import re
 import sys
@@ -39,7 +38,7 @@ from torchtutor.chat.text import normalize, tokenize, unicode_to_ascii
 from torchtutor.chat.train import Objective
 from torchtutor.chat.vocab import EOS, PAD, SOS, UNK, Vocab
 from torchtutor.lessons.narration import Narrator
-from torchtutor.lessons.runner import run_lesson
+from torchtutor.lessons.runner import LessonConfig, run_lesson
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
 from torchtutor.runtime.errors import UserError
 
@@ -605,5 +604,6 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            == greedy["package_tokens"])
 
 
-def main(args: argparse.Namespace) -> int:
-    return run_lesson(sys.modules[__name__], args, corpus=args.corpus, max_lines=args.max_lines)
+def main(config: LessonConfig) -> int:
+    return run_lesson(sys.modules[__name__], config, corpus=config.corpus,
+                      max_lines=config.max_lines)

@@ -10,7 +10,6 @@ it makes a small set of striped colour images instead, and says so.
 Each `demo_*`/helper function returns what its step prints, so the tests check the claims.
 """
 
-import argparse
 import sys
 import tarfile
 import tempfile
@@ -22,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.lessons.runner import run_lesson
+from torchtutor.lessons.runner import LessonConfig, run_lesson
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
 from torchtutor.runtime.errors import UserError
 from torchtutor.vision import cifar, folders
@@ -312,5 +311,5 @@ def run(device: torch.device, data: str | None = None) -> None:
     n.show("torch.cuda.device_count()", torch.cuda.device_count())
 
 
-def main(args: argparse.Namespace) -> int:
-    return run_lesson(sys.modules[__name__], args, data=args.data)
+def main(config: LessonConfig) -> int:
+    return run_lesson(sys.modules[__name__], config, data=config.data)

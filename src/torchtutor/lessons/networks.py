@@ -1,6 +1,5 @@
 """Lesson 3, networks: an nn.Module, its parameters, a loss, backprop and the optimizer loop."""
 
-import argparse
 import sys
 
 import torch
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.lessons.runner import run_lesson
+from torchtutor.lessons.runner import LessonConfig, run_lesson
 
 
 class LeNet(nn.Module):
@@ -109,5 +108,5 @@ def run(device: torch.device) -> None:
            ", ".join(f"{losses[i]:.4f}" for i in (0, 9, 19, len(losses) - 1)))
 
 
-def main(args: argparse.Namespace) -> int:
-    return run_lesson(sys.modules[__name__], args)
+def main(config: LessonConfig) -> int:
+    return run_lesson(sys.modules[__name__], config)

@@ -4,14 +4,13 @@ Each `demo_*` function computes the values a section talks about and returns the
 check exactly what the lesson prints.
 """
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
 from torchtutor.lessons.narration import Narrator
-from torchtutor.lessons.runner import run_lesson
+from torchtutor.lessons.runner import LessonConfig, run_lesson
 
 
 def demo_creation(device: torch.device) -> dict[str, torch.Tensor]:
@@ -118,5 +117,5 @@ def run(device: torch.device) -> None:
     n.show("z.to('cpu', torch.double)", moved["z_back"])
 
 
-def main(args: argparse.Namespace) -> int:
-    return run_lesson(sys.modules[__name__], args)
+def main(config: LessonConfig) -> int:
+    return run_lesson(sys.modules[__name__], config)

@@ -85,8 +85,7 @@ def evaluate_run(loaded: LoadedRun, data_spec: str, out_png: Path) -> dict:
     return report
 
 
-def main(args) -> int:
-    config = EvaluateConfig(run=args.run, data=args.data, json=args.json, device=args.device)
+def main(config: EvaluateConfig) -> int:
     device = resolve_device(config.device)
     loaded = load_run(config.run, device)
     report = evaluate_run(loaded, config.data or loaded.data,

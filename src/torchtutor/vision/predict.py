@@ -84,10 +84,7 @@ def run_logits(loaded: LoadedRun) -> Callable[[torch.Tensor], torch.Tensor]:
                                          channels_last=loaded.channels_last)
 
 
-def main(args) -> int:
-    config = PredictConfig(run=args.run, images=list(args.images), top_k=args.top_k,
-                           device=args.device, exported=getattr(args, "exported", None),
-                           as_json=args.json)
+def main(config: PredictConfig) -> int:
     if config.exported is not None:
         from torchtutor.vision.export import ExportedClassifier
 
