@@ -61,4 +61,4 @@ def test_a_vision_run_folders_config_reproduces_the_run(tmp_path, monkeypatch):
                      "tutorial", "--epochs", "1", "--lr", "0.01", "--device", "cpu"]) == 0
     assert cli.main(["vision", "train", "--config", str(first / "config.yaml"), "--out",
                      str(again), "--epochs", "1"]) == 0
-    _same_weights(first / "checkpoint.pt", again / "checkpoint.pt")
+    _same_weights(first / "last.pt", again / "last.pt")
