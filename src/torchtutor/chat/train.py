@@ -56,7 +56,7 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
-from torchtutor.runtime.progress import MetricsLog, progress, read_metrics
+from torchtutor.runtime.progress import MetricsLog, progress, read_metrics, waiting
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 
@@ -464,8 +464,8 @@ class _Run:
 
     @property
     def by_budget(self) -> bool:
-        """Bound by its time budget alone (the bar then counts seconds, not steps)."""
-        return self.config.steps is None and self.config.time_budget is not None
+        """Bound by a time budget (the bar then counts its seconds, not steps)."""
+        return self.config.time_budget is not None
 
     @property
     def log_every(self) -> int:
@@ -622,13 +622,15 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
                      model=replace(config.model, vocab_size=len(data.vocab)))
     asked = config.data   # the corpus as asked for: config.yaml prepares it again from there
     config = replace(config, data=data.config)
-    model = Seq2Seq(config.model).to(ctx.device)
-    if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
-        with torch.no_grad():
-            model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
-                data.target_counts(config.direction))))
-    objective = Objective(model)
-    optimizers = make_optimizers(model, config)
+    # The first optimizer imports torch's compiler: seconds, said as they pass off a terminal.
+    with waiting("building the model", force=None if ctx.is_main else False):
+        model = Seq2Seq(config.model).to(ctx.device)
+        if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
+            with torch.no_grad():
+                model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
+                    data.target_counts(config.direction))))
+        objective = Objective(model)
+        optimizers = make_optimizers(model, config)
     state, saved_at = LoopState(), {}
     by_clock = config.schedule_steps is None   # the budget alone: the decay follows the clock
     schedulers = make_schedulers(optimizers, config, (lambda: state.train_seconds
@@ -680,8 +682,9 @@ BUDGET_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}
 
 
 def _bar(config: TrainConfig, state: LoopState, ctx: ddp.DistContext):
-    """The bar's total is what ends the run: its steps, else its budget in seconds."""
-    by_budget = config.steps is None and config.time_budget is not None
+    """The bar's total is what ends the run: its budget in seconds, which ends it at the
+    latest (the steps, when there are some too, are counted beside it), else its steps."""
+    by_budget = config.time_budget is not None
     return progress(total=config.time_budget if by_budget else config.steps,
                     initial=state.train_seconds if by_budget else state.step, desc="train",
                     unit="s" if by_budget else "step", force=None if ctx.is_main else False,
@@ -694,7 +697,8 @@ def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: flo
         left.append((config.steps - state.step) * step_seconds)
     if config.time_budget is not None:
         left.append(config.time_budget - state.train_seconds)
-    text = f"step {state.step} loss {row['train_loss']} {row['tokens_per_s']} tok/s"
+    steps = f"{state.step}/{config.steps}" if config.steps is not None else str(state.step)
+    text = f"step {steps} loss {row['train_loss']} {row['tokens_per_s']} tok/s"
     if left:
         seconds = max(0.0, min(left))
         text += f" left {seconds:.0f} s" if seconds < 120 else f" left {seconds / 60:.1f} min"
