@@ -410,7 +410,7 @@ def train(config: TrainConfig, resume: bool = False,
                 window = Window()
             if state.step % config.checkpoint_every == 0 or run.done():
                 run.save(rd.LAST)
-            run.bar.update(seconds if run.by_budget else 1)
+            run.advance_bar(seconds)
     finally:
         run.close()
     if not run.valid:  # nothing to validate on: the best checkpoint is the last one
@@ -518,6 +518,14 @@ class _Run:
             raise UserError(f"the weights became NaN or infinite by step {step}; "
                             f"stopped ({self.kept()})") from None
         self.saved_at[rd.LAST] = step
+
+    def advance_bar(self, seconds: float) -> None:
+        """One step, or its seconds of a budget: never past the total (tqdm then drops the
+        total, which the budget bar's format cannot show)."""
+        if self.by_budget:
+            self.bar.update(max(0.0, min(seconds, self.bar.total - self.bar.n)))
+        else:
+            self.bar.update(1)
 
     def close(self) -> None:
         self.threads.restore()
