@@ -149,8 +149,10 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                    help=f"peak learning rate (default: {VISION.lr:g}; tutorial: "
                         f"{VISION_TUTORIAL.lr:g})")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop training cleanly after this many seconds, then evaluate "
-                        "(default: none, train for --epochs)")
+                   help="stop training cleanly after this many seconds, then evaluate; "
+                        "the seconds count training and planning, while loading the data and "
+                        "testing after each epoch come on top (default: none, train for "
+                        "--epochs)")
     p.add_argument("--valid-fraction", type=_fraction, default=None,
                    help="for a single image folder without train/test: share held out "
                         f"(default: {VISION.data.valid_fraction})")

@@ -40,6 +40,7 @@ def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
     assert _train(tiny_tree, run, "--model", "tutorial", "--epochs", "3", "--lr", "0.01") == 0
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"   # as in a chat run
     assert_curves(run)
     config = json.loads((run / "config.json").read_text())
     assert (config["recipe"], config["batch_size"], config["momentum"]) == ("tutorial", 4, 0.9)

@@ -56,7 +56,13 @@ from torchtutor.runtime.files import (
     make_folder,
     remove_stale_temps,
 )
-from torchtutor.runtime.progress import MetricsLog, progress, read_metrics, waiting
+from torchtutor.runtime.progress import (
+    MetricsLog,
+    plot_curves,
+    progress,
+    read_metrics,
+    waiting,
+)
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 
@@ -328,24 +334,8 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 def plot_losses(metrics_path: Path, out_path: Path) -> None:
     """The train and validation loss curves, written atomically as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for key, label in (("train_loss", "train"), ("valid_loss", "validation")):
-        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
-        if points:
-            steps, losses = zip(*points, strict=True)
-            ax.plot(steps, losses, label=label, marker="o" if key == "valid_loss" else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("NLL per token")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    plot_curves(metrics_path, out_path, [("train_loss", "train"), ("valid_loss", "validation")],
+                "NLL per token")
 
 
 # --- the run's length ----------------------------------------------------------------------

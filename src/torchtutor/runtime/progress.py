@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as plain_tqdm
 
-from torchtutor.runtime.files import open_append, write_error
+from torchtutor.runtime.files import atomic_write, open_append, write_error
 
 # Off a terminal: nothing for a wait shorter than this, then a line at most this often. Short
 # enough that a log or a pipe never goes quiet for long, long enough not to flood it.
@@ -161,3 +161,27 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, str]]:
     """All complete rows of a metrics CSV."""
     with open(path, newline="", encoding="utf-8") as f:
         return [row for row in csv.DictReader(f) if None not in row.values()]
+
+
+def plot_curves(metrics_path: str | os.PathLike, out_path: str | os.PathLike,
+                curves: list[tuple[str, str]], ylabel: str, x: str = "step") -> None:
+    """Columns of a metrics CSV against `x` (each curve: column, label), written atomically as
+    a PNG: the loss plot every run folder of both apps holds."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key, label in curves:
+        points = [(float(r[x]), float(r[key])) for r in rows if r.get(key)]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, label=label, marker="o" if len(points) < 30 else None)
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)

@@ -35,7 +35,7 @@ from torchtutor.runtime.files import (
     remove_stale_temps,
 )
 from torchtutor.runtime.precision import autocast, autocast_dtype
-from torchtutor.runtime.progress import MetricsLog, progress, waiting
+from torchtutor.runtime.progress import MetricsLog, plot_curves, progress, waiting
 from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 from torchtutor.vision.config import TrainConfig, config_from_saved
@@ -57,6 +57,7 @@ from torchtutor.vision.inference import (
 from torchtutor.vision.lookahead import Lookahead
 from torchtutor.vision.models import build_model
 
+LOSS_PLOT = "loss.png"   # the name a chat run folder uses for its loss curves
 METRICS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy",
            "train_seconds", "images_per_second"]
 # The columns that are TensorBoard curves too, and their tags.
@@ -468,6 +469,9 @@ def _end_epoch(run: _Run, window: EpochWindow, done: bool) -> tuple[float, dict]
             print(f"epoch {row['epoch']}: loss {row['train_loss']}  test accuracy "
                   f"{accuracy:.2%}  ({trainer.train_seconds:.0f} s training)", file=sys.stderr)
         run.save(row, done)
+        # loss.png, as in a chat run folder: the train loss of every epoch so far
+        plot_curves(run.out / "metrics.csv", run.out / LOSS_PLOT, [("train_loss", "train")],
+                    "cross-entropy (with the recipe's label smoothing)")
     return accuracy, row
 
 
