@@ -32,7 +32,7 @@ from torchtutor.chat.run_dir import has_backward
 from torchtutor.chat.text import normalize_many, tokenize
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.progress import progress
+from torchtutor.runtime.progress import progress, waiting
 from torchtutor.runtime.report import rounded
 
 BATCH = 64
@@ -212,7 +212,8 @@ def main(args) -> int:
                             as_json=args.json, samples=max(args.samples, 0),
                             device=args.device, int8=args.int8, exact=args.exact,
                             options=options_from_args(args, has_backward(args.run)))
-    bot = load_bot(config.run, config.device, config.int8, config.exact)
+    with waiting(f"loading {config.run}"):   # the model, its int8 copies, the backward model
+        bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.corpus:
         pairs, skipped = corpus_pairs(config.corpus, bot.max_length)
         source = f"corpus {config.corpus}, {skipped} longer or empty pairs left out"
