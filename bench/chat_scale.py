@@ -5,7 +5,7 @@
 
 Cornell's (query, reply) pairs are written N times into a pair file in a temporary folder,
 copy k's conversations renamed `k:ID` so every copy is its own conversations. For each N:
-`chat prepare` (wall time, peak RSS, pairs read per second), then `chat train --corpus
+`chat prepare` (wall time, peak RSS, pairs read per second), then `chat train --data
 PREPARED --recipe tutorial --steps 50` on it (the tutorial-size model; wall time, peak RSS).
 The valid and test fractions are 0.1/N, so every scale validates on as many pairs as 1x and
 the training figures differ only in the corpus's size. "today" is `chat prepare` as it was at
@@ -145,7 +145,7 @@ def main() -> int:
             corpus = tmp / f"cornell-{scale}x.tsv"
             pairs = write_repeated(folder, corpus, scale)
             fraction = f"{0.1 / scale:.6g}"
-            prepare = [python, "-m", "torchtutor", "chat", "prepare", "--corpus", str(corpus),
+            prepare = [python, "-m", "torchtutor", "chat", "prepare", "--data", str(corpus),
                        "--valid-fraction", fraction, "--test-fraction", fraction]
             row = {"scale": scale, "pairs": pairs}
             if scale in args.baseline_scales:
@@ -157,7 +157,7 @@ def main() -> int:
             seconds, rss, _ = run_measured(prepare + ["--out", str(prepared)], new_env)
             row.update(new_s=seconds, new_rss=rss,
                        stats=json.loads((prepared / "stats.json").read_text()))
-            train = [python, "-m", "torchtutor", "chat", "train", "--corpus", str(prepared),
+            train = [python, "-m", "torchtutor", "chat", "train", "--data", str(prepared),
                      "--recipe", "tutorial", "--steps", str(args.steps), "--device", "cpu",
                      "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps)]
             if args.train_scales is None or scale in args.train_scales:
@@ -170,7 +170,7 @@ def main() -> int:
                 ddp_env = {**new_env, "OMP_NUM_THREADS": "1"}
                 cmd = [python, "-m", "torch.distributed.run", "--standalone",
                        "--nproc-per-node", "2", "-m", "torchtutor", "chat", "train",
-                       "--corpus", str(prepared), "--recipe", "tutorial",
+                       "--data", str(prepared), "--recipe", "tutorial",
                        "--steps", str(args.steps), "--device", "cpu",
                        "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps),
                        "--out", str(tmp / f"ddp-{scale}x")]

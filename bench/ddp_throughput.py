@@ -40,7 +40,7 @@ def run(nproc: int, args: list[str], timeout: float = 900) -> str:
 
 
 def chat_rate(nproc: int, batch: int, steps: int, device: str, out: Path) -> float:
-    text = run(nproc, ["chat", "train", "--corpus", "chatterbot", "--min-count", "1",
+    text = run(nproc, ["chat", "train", "--data", "chatterbot", "--min-count", "1",
                        "--out", str(out), "--recipe", "tutorial", "--precision", "fp32",
                        "--batch-size", str(batch), "--steps", str(steps),
                        "--eval-every", "100000", "--checkpoint-every", "100000",

@@ -226,7 +226,7 @@ def ensure_run(args: argparse.Namespace) -> Path:
     print(f"training the served model into {run} ({args.train_steps} steps, hidden 500, "
           "2+2 layers, ChatterBot corpus)", flush=True)
     half = max(1, args.train_steps // 2)
-    command = [sys.executable, "-m", "torchtutor", "chat", "train", "--corpus", "chatterbot",
+    command = [sys.executable, "-m", "torchtutor", "chat", "train", "--data", "chatterbot",
                "--out", str(run), "--steps", str(args.train_steps), "--hidden-size", "500",
                "--encoder-layers", "2", "--decoder-layers", "2", "--device", "cpu",
                "--eval-every", str(half), "--checkpoint-every", str(half)]

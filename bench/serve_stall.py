@@ -43,7 +43,7 @@ def train_tiny_run(folder: Path) -> Path:
     corpus = folder / "pairs.tsv"
     corpus.write_text("".join(f"{q}\t{r}\n" for q, r in PAIRS * 6), encoding="utf-8")
     run = folder / "run"
-    subprocess.run([sys.executable, "-m", "torchtutor", "chat", "train", "--corpus",
+    subprocess.run([sys.executable, "-m", "torchtutor", "chat", "train", "--data",
                     str(corpus), "--out", str(run), "--steps", "5", "--hidden-size", "16",
                     "--min-count", "1", "--batch-size", "8", "--device", "cpu"],
                    check=True, stdout=subprocess.DEVNULL)

@@ -10,7 +10,7 @@ from torchtutor import cli
 from torchtutor.runtime.checkpoint import load_checkpoint
 
 CHAT = ["chat", "train", "--device", "cpu"]
-TINY_CHAT = ["--corpus", "chatterbot", "--steps", "4", "--hidden-size", "16", "--batch-size",
+TINY_CHAT = ["--data", "chatterbot", "--steps", "4", "--hidden-size", "16", "--batch-size",
              "16", "--eval-every", "2", "--no-backward", "--precision", "fp32", "--lr", "0.002"]
 
 

@@ -26,7 +26,7 @@ def _one_thread(run):
 
 def chat_figures(out, *flags) -> dict:
     assert _one_thread(lambda: cli.main([
-        "chat", "train", "--corpus", "chatterbot", "--out", str(out), "--steps", "6",
+        "chat", "train", "--data", "chatterbot", "--out", str(out), "--steps", "6",
         "--hidden-size", "24", "--batch-size", "16", "--eval-every", "3",
         "--precision", "fp32", "--device", "cpu", *flags])) == 0
     figures = {}

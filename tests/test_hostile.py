@@ -39,7 +39,7 @@ def world(tmp_path_factory):
     corpus = root / "pairs.tsv"
     corpus.write_text("".join(f"{q}\t{r}\n" for q, r in TINY_PAIRS * 4), encoding="utf-8")
     run = root / "chat-run"
-    assert main(["chat", "train", "--corpus", str(corpus), "--out", str(run), "--steps", "4",
+    assert main(["chat", "train", "--data", str(corpus), "--out", str(run), "--steps", "4",
                  *TRAIN]) == 0
     tree = write_colour_tree(root / "colours", train_per_class=8, test_per_class=2)
     vrun = root / "vision-run"
@@ -85,7 +85,7 @@ def snapshot(*folders: Path) -> dict[str, str]:
 
 # --- the table ----------------------------------------------------------------------------
 
-CHAT_TRAIN = ["chat", "train", "--corpus", "{corpus}", "--out", "{root}/new-run", *TRAIN]
+CHAT_TRAIN = ["chat", "train", "--data", "{corpus}", "--out", "{root}/new-run", *TRAIN]
 VISION_TRAIN = ["vision", "train", "--data", "{tree}", "--out", "{root}/new-vision",
                 "--model", "tutorial", "--device", "cpu"]
 SERVE = ["chat", "serve", "--run", "{run}", "--port", "0", "--device", "cpu"]
@@ -166,7 +166,7 @@ def test_hostile_input(world, argv, code, words, capsys, monkeypatch):
 # --- faults injected where the operating system would raise them ----------------------------
 
 def _train_args(world, out: Path, *extra: str) -> list[str]:
-    return ["chat", "train", "--corpus", str(world["corpus"]), "--out", str(out), *TRAIN,
+    return ["chat", "train", "--data", str(world["corpus"]), "--out", str(out), *TRAIN,
             *extra]
 
 
@@ -208,7 +208,7 @@ def test_a_corpus_folder_without_read_permission(world, tmp_path, capsys, monkey
         return real_stat(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "stat", stat)
-    argv = ["chat", "train", "--corpus", str(folder), "--out", str(tmp_path / "run"), *TRAIN,
+    argv = ["chat", "train", "--data", str(folder), "--out", str(tmp_path / "run"), *TRAIN,
             "--steps", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

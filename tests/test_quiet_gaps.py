@@ -75,7 +75,7 @@ def test_vision_train_through_a_pipe_is_never_quiet(tmp_path):
 
 def test_chat_evaluate_on_cornell_through_a_pipe_is_never_quiet(shared_data):
     # Reading, normalizing and decoding Cornell's 220,000 pairs: the 97 silent seconds.
-    code, lines = timed_lines(["chat", "evaluate", "--run", str(tiny_run()), "--corpus",
+    code, lines = timed_lines(["chat", "evaluate", "--run", str(tiny_run()), "--data",
                                str(shared_data / "cornell"), "--device", "cpu"], {})
     total = assert_never_quiet(code, lines)
     assert total > 2 * MAX_GAP

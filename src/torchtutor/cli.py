@@ -59,6 +59,24 @@ def _config_file(parser: argparse.ArgumentParser) -> None:
                         help="print the resolved config as YAML and exit (default: off)")
 
 
+class _RenamedOption(argparse.Action):
+    """An option with its new name first and the old ones after: the old names still work
+    for one release and print a notice (chat's `--corpus` became `--data`, as in vision)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if option_string is not None and option_string != self.option_strings[0]:
+            print(f"notice: {option_string} is now {self.option_strings[0]}; the old name "
+                  "works until the next release", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _data_option(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
+    """Chat's corpus option, `--data` like vision's (`--corpus` kept one release)."""
+    p.add_argument("--data", "--corpus", dest="corpus", default=default, metavar="CORPUS",
+                   action=_RenamedOption, help=help)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -100,9 +118,9 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
                                 "one), the official archive or its folder, or 'cifar10' (the "
                                 "cached download); default: a small generated set")
         if name == "chatbot":
-            p.add_argument("--corpus", default="chatterbot",
-                           help="a Cornell folder (original format), another corpus path, or "
-                                "'chatterbot' (the bundled corpus; the default)")
+            _data_option(p, "chatterbot",
+                         help="a Cornell folder (original format), another corpus path, or "
+                              "'chatterbot' (the bundled corpus; the default)")
             p.add_argument("--max-lines", type=int, default=20000, metavar="N",
                            help="read only the first N lines of a Cornell movie_lines.txt, "
                                 "for speed (0: all; default: 20000)")
@@ -210,11 +228,11 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
     from torchtutor.chat.config import DEFAULT
 
     data = DEFAULT.data
-    p.add_argument("--corpus", default=None,
-                   help="'chatterbot' (bundled), 'cornell' (downloaded and cached), or a PATH: "
-                        "a Cornell folder (original or ConvoKit) or a tab-separated pairs file; "
-                        "`chat train` also takes a folder `chat prepare` wrote, and trains on "
-                        f"its splits, vocabulary and settings (default: {data.corpus})")
+    _data_option(p, None,
+                 help="'chatterbot' (bundled), 'cornell' (downloaded and cached), or a PATH: "
+                      "a Cornell folder (original or ConvoKit) or a tab-separated pairs file; "
+                      "`chat train` also takes a folder `chat prepare` wrote, and trains on "
+                      f"its splits, vocabulary and settings (default: {data.corpus})")
     p.add_argument("--max-length", type=_positive_int, default=None,
                    help="keep pairs whose sides have fewer words than this "
                         f"(default: {data.max_length})")
@@ -308,7 +326,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                     f"{DEMO.data.min_count}. The table printed at the end says what was kept.")
     _corpus_options(p)
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="folder to write into; `chat train --corpus DIR` trains on it "
+                   help="folder to write into; `chat train --data DIR` trains on it "
                         "(required)")
     p.add_argument("--text-files", action=argparse.BooleanOptionalAction, default=True,
                    help="also write pairs.tsv and the split TSVs for people to read "
@@ -439,8 +457,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "valid", "test"], default="test",
                    help="the run's held-out pairs to score; the demo holds none out, use "
                         "train there (default: %(default)s)")
-    p.add_argument("--corpus", default=None,
-                   help="evaluate on another corpus instead (default: the run's --split)")
+    _data_option(p, None, help="evaluate on another corpus instead (default: the run's "
+                               "--split)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (default: a table)")
     p.add_argument("--samples", type=int, default=5,

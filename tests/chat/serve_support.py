@@ -83,7 +83,7 @@ def tiny_run() -> Path:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         corpus = folder / "pairs.tsv"
         corpus.write_text("".join(f"{q}\t{r}\n" for q, r in TINY_PAIRS * 4), encoding="utf-8")
-        args = ["chat", "train", "--corpus", str(corpus), "--out", str(folder / "run"),
+        args = ["chat", "train", "--data", str(corpus), "--out", str(folder / "run"),
                 "--steps", "5", "--hidden-size", "16", "--min-count", "1",
                 "--batch-size", "8", "--device", "cpu"]
         with contextlib.redirect_stdout(io.StringIO()) as out:

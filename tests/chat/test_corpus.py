@@ -252,8 +252,8 @@ def test_cornell_download_without_network_says_how_to_use_a_local_copy(tmp_path,
         load_corpus("cornell")
     message = str(info.value)
     assert "could not download http://127.0.0.1:9/cornell.zip" in message
-    assert "--corpus /path/to/cornell_movie_dialogs_corpus.zip" in message
-    assert cli_main(["chat", "prepare", "--corpus", "cornell", "--out",
+    assert "--data /path/to/cornell_movie_dialogs_corpus.zip" in message
+    assert cli_main(["chat", "prepare", "--data", "cornell", "--out",
                      str(tmp_path / "o")]) == 2
     said, error = capsys.readouterr().err.splitlines()[-2:]  # what it tried, why it failed
     assert said.startswith("downloading http://127.0.0.1:9/cornell.zip into ")
@@ -265,7 +265,7 @@ def test_cornell_download_is_refused_without_a_checksum(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHTUTOR_CORNELL_SHA256", raising=False)
     monkeypatch.setattr(corpus_mod, "CORNELL_SHA256", None)
     monkeypatch.setattr(corpus_mod, "CORNELL_URL", "http://127.0.0.1:9/must-not-be-fetched")
-    with pytest.raises(UserError, match="unverified download is refused.*--corpus"):
+    with pytest.raises(UserError, match="unverified download is refused.*--data"):
         load_corpus("cornell")
 
 

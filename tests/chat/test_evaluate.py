@@ -118,7 +118,7 @@ def test_evaluate_command_on_another_corpus_with_bad_lines(tmp_path, capsys):
     pairs.write_text("hello\thi there\nzzyzx qwerty\thello\n\U0001F600\tyes\n"
                      f"{long_line}\tok\nhow are you?\ti am fine \x07 thanks\n",
                      encoding="utf-8")
-    assert cli.main(["chat", "evaluate", "--run", run, "--corpus", str(pairs), "--json"]) == 0
+    assert cli.main(["chat", "evaluate", "--run", run, "--data", str(pairs), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["pairs"] == 3 and math.isfinite(result["loss"])
 
@@ -126,14 +126,14 @@ def test_evaluate_command_on_another_corpus_with_bad_lines(tmp_path, capsys):
 def test_evaluate_on_a_run_that_held_nothing_out_says_what_works(tmp_path, capsys):
     # The demo's settings hold no pair out: the first run a newcomer evaluates.
     run = tmp_path / "demo-like"
-    assert cli.main(["chat", "train", "--corpus", "chatterbot", "--out", str(run),
+    assert cli.main(["chat", "train", "--data", "chatterbot", "--out", str(run),
                      "--valid-fraction", "0", "--test-fraction", "0", "--min-count", "1",
                      "--steps", "2", "--hidden-size", "8", "--no-backward",
                      "--device", "cpu"]) == 0
     capsys.readouterr()
     assert cli.main(["chat", "evaluate", "--run", str(run), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == ("error: no pairs to evaluate in the test split; try "
-                                       "--split train, or --corpus PATH\n")
+                                       "--split train, or --data PATH\n")
     assert cli.main(["chat", "evaluate", "--run", str(run), "--split", "train", "--json",
                      "--samples", "0", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["pairs"] > 0

@@ -115,9 +115,20 @@ def test_chatterbot_default_prepares_splits_without_shared_conversations(tmp_pat
     assert batch.inputs.shape[1] == 32 and int(batch.lengths.max()) <= 10
 
 
+def test_the_old_corpus_flag_still_works_with_a_notice(tmp_path, capsys):
+    # chat's --corpus became --data (vision's word); the old name is kept for one release
+    for flag, out in (("--corpus", tmp_path / "old"), ("--data", tmp_path / "new")):
+        assert cli_main(["chat", "prepare", flag, str(small_corpus(tmp_path)),
+                         "--max-length", "4", "--min-count", "2", "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert ("notice: --corpus is now --data" in err) == (flag == "--corpus")
+    assert (tmp_path / "old" / "stats.json").read_text() == \
+        (tmp_path / "new" / "stats.json").read_text()
+
+
 def test_cli_prepare_prints_table_and_writes_stats(tmp_path, capsys):
     out = tmp_path / "prep"
-    assert cli_main(["chat", "prepare", "--corpus", str(small_corpus(tmp_path)),
+    assert cli_main(["chat", "prepare", "--data", str(small_corpus(tmp_path)),
                      "--max-length", "4", "--min-count", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "pairs read" in printed and "pairs kept" in printed
@@ -132,7 +143,7 @@ def test_cli_prepare_fails_with_one_line_when_nothing_usable(tmp_path, capsys):
     (tmp_path / "junk.tsv").write_bytes(b"one field only\n\n\xff\xfe\tx\n")
     errors = {}
     for name in ("empty.tsv", "junk.tsv", "missing.tsv"):
-        code = cli_main(["chat", "prepare", "--corpus", str(tmp_path / name),
+        code = cli_main(["chat", "prepare", "--data", str(tmp_path / name),
                          "--out", str(tmp_path / "o")])
         err = errors[name] = capsys.readouterr().err
         assert code == 2
@@ -144,7 +155,7 @@ def test_cli_prepare_fails_with_one_line_when_nothing_usable(tmp_path, capsys):
     assert "not found" in errors["missing.tsv"]
     assert not (tmp_path / "o").exists()
     (tmp_path / "a_file").write_text("x")
-    assert cli_main(["chat", "prepare", "--corpus", str(small_corpus(tmp_path)),
+    assert cli_main(["chat", "prepare", "--data", str(small_corpus(tmp_path)),
                      "--out", str(tmp_path / "a_file")]) == 2
     assert capsys.readouterr().err.startswith("error: cannot write the prepared data")
 
@@ -213,7 +224,7 @@ def test_partial_cornell_counts_equal_an_independent_implementation(shared_data,
     folder = shared_data / "cornell"
     expected = reference_prepare(folder)
     out = tmp_path / "prep"
-    assert cli_main(["chat", "prepare", "--corpus", str(folder), "--out", str(out)]) == 0
+    assert cli_main(["chat", "prepare", "--data", str(folder), "--out", str(out)]) == 0
     stats = json.loads((out / "stats.json").read_text())
     for key in ("pairs_read", "pairs_length_filtered", "words_counted", "words_kept",
                 "pairs_kept"):

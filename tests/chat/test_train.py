@@ -135,7 +135,7 @@ def configs_from_args(args):
 
 
 def _args(out, *extra):
-    return cli.build_parser().parse_args(["chat", "train", "--corpus", "chatterbot", "--out",
+    return cli.build_parser().parse_args(["chat", "train", "--data", "chatterbot", "--out",
                                           str(out), *extra])
 
 
@@ -203,7 +203,7 @@ def test_unigram_bias_starts_the_output_at_word_frequencies(tmp_path):
 
 
 def run_cli(*argv) -> int:
-    return cli.main(["chat", "train", "--corpus", "chatterbot", *argv])
+    return cli.main(["chat", "train", "--data", "chatterbot", *argv])
 
 
 def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
@@ -307,7 +307,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_kill_9_never_corrupts_a_checkpoint(tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
-    command = [sys.executable, "-m", "torchtutor", "chat", "train", "--corpus", "chatterbot",
+    command = [sys.executable, "-m", "torchtutor", "chat", "train", "--data", "chatterbot",
                "--out", str(out), "--steps", "100000", "--hidden-size", "24",
                "--batch-size", "8", "--checkpoint-every", "1", "--eval-every", "5",
                "--device", "cpu"]

@@ -20,7 +20,7 @@ STEPS = 4
 def options(out, batch_size: int, steps: int = STEPS) -> list[str]:
     # No bucketing (the tutorial recipe), so the single run's batch i is exactly the union of
     # the ranks' batches i; dropout 0 and full teacher forcing, so nothing random differs.
-    return ["chat", "train", "--corpus", "chatterbot", "--min-count", "1", "--out", str(out),
+    return ["chat", "train", "--data", "chatterbot", "--min-count", "1", "--out", str(out),
             "--recipe", "tutorial", "--hidden-size", "16", "--dropout", "0",
             "--teacher-forcing", "1.0", "--lr", "0.01", "--precision", "fp32",
             "--batch-size", str(batch_size), "--steps", str(steps), "--eval-every", "2",

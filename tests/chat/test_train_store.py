@@ -1,5 +1,5 @@
 """Training reads the memory-mapped token store: the same batches and losses as pairs held in
-memory, and `chat prepare` then `chat train --corpus DIR` trains on exactly DIR's data."""
+memory, and `chat prepare` then `chat train --data DIR` trains on exactly DIR's data."""
 
 import itertools
 import json
@@ -28,9 +28,9 @@ from torchtutor.runtime.checkpoint import load_checkpoint
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    """`chat prepare --corpus chatterbot --out D` as a user runs it (the issue's first step)."""
+    """`chat prepare --data chatterbot --out D` as a user runs it (the issue's first step)."""
     folder = tmp_path_factory.mktemp("prepared") / "D"
-    assert cli.main(["chat", "prepare", "--corpus", "chatterbot", "--out", str(folder),
+    assert cli.main(["chat", "prepare", "--data", "chatterbot", "--out", str(folder),
                      "--min-count", "1", "--max-length", "12"]) == 0
     return folder
 
@@ -95,7 +95,7 @@ def test_bucketing_orders_like_a_stable_python_sort(prepared):
 
 def test_prepare_then_train_on_the_folder_uses_its_splits_and_vocabulary(prepared, tmp_path):
     run = tmp_path / "run"
-    assert cli.main(["chat", "train", "--corpus", str(prepared), "--out", str(run),
+    assert cli.main(["chat", "train", "--data", str(prepared), "--out", str(run),
                      "--steps", "3", "--hidden-size", "16", "--batch-size", "16",
                      "--eval-every", "3", "--device", "cpu"]) == 0
     assert (run / rd.VOCAB).read_bytes() == (prepared / "vocab.json").read_bytes()
@@ -123,7 +123,7 @@ def load_trained_max_length(run) -> int:
 def test_a_raw_corpus_is_prepared_into_the_run_folder_once(tmp_path):
     run = tmp_path / "run"
     args = ["--out", str(run), "--hidden-size", "16", "--batch-size", "16", "--device", "cpu"]
-    assert cli.main(["chat", "train", "--corpus", "chatterbot", "--steps", "2", *args]) == 0
+    assert cli.main(["chat", "train", "--data", "chatterbot", "--steps", "2", *args]) == 0
     head = (run / "data" / "store.json").read_bytes()
     assert not (run / "data" / "pairs.tsv").exists() and (run / "data" / "test.tsv").is_file()
     reference = load_prepared(run / "data")
@@ -132,7 +132,7 @@ def test_a_raw_corpus_is_prepared_into_the_run_folder_once(tmp_path):
     assert view.gather(np.arange(len(view))) == expected
     assert (run / rd.VOCAB).read_bytes() == (run / "data" / "vocab.json").read_bytes()
     stamp = (run / "data" / "train.tokens.bin").stat().st_mtime_ns
-    assert cli.main(["chat", "train", "--corpus", "chatterbot", "--steps", "3", "--resume",
+    assert cli.main(["chat", "train", "--data", "chatterbot", "--steps", "3", "--resume",
                      *args]) == 0
     assert (run / "data" / "train.tokens.bin").stat().st_mtime_ns == stamp
     assert (run / "data" / "store.json").read_bytes() == head

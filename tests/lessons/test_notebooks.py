@@ -63,7 +63,7 @@ def test_notebook_runs_in_a_fresh_kernel_and_prints_the_lesson(name, tmp_path):
 
 def test_notebook_takes_the_lesson_options(tmp_path):
     path = tmp_path / "chatbot.ipynb"
-    assert _write("chatbot", path, "--corpus", "/some/cornell", "--max-lines", "500",
+    assert _write("chatbot", path, "--data", "/some/cornell", "--max-lines", "500",
                   "--seed", "3").returncode == 0
     setup = nbformat.read(path, as_version=4).cells[1].source
     assert "corpus = '/some/cornell'" in setup and "max_lines = 500" in setup

@@ -108,7 +108,7 @@ def test_download_verifies_and_caches(monkeypatch, tmp_path):
     source.write_bytes(b"payload")
     good = download.sha256_of(source)
     url = source.as_uri()
-    path = download.cached_download(url, good, "file.bin", "use --corpus PATH")
+    path = download.cached_download(url, good, "file.bin", "use --data PATH")
     assert path.read_bytes() == b"payload"
     source.unlink()  # the cached copy is reused, no second fetch
     assert download.cached_download(url, good, "file.bin", "hint") == path
@@ -146,5 +146,5 @@ def test_download_without_network_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "urlopen", refuse)  # the downloader torch.hub uses
     with pytest.raises(UserError) as err:
         download.cached_download("http://example.invalid/x.zip", "0" * 64, "x.zip",
-                                 "pass --corpus PATH to use a local copy")
-    assert "--corpus PATH" in str(err.value) and "\n" not in str(err.value)
+                                 "pass --data PATH to use a local copy")
+    assert "--data PATH" in str(err.value) and "\n" not in str(err.value)

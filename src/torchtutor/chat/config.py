@@ -69,7 +69,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.corpus, str) or not self.corpus:
-            raise ConfigError(f"--corpus must name a corpus, not {self.corpus!r}")
+            raise ConfigError(f"--data must name a corpus, not {self.corpus!r}")
         check_choice("oov", self.oov, OOV_POLICIES)
         if self.oov == "unk" and not self.has_unk:
             raise ConfigError("--oov unk needs a vocabulary with UNK")

@@ -41,7 +41,7 @@ CORNELL_URL = "http://www.cs.cornell.edu/~cristian/data/cornell_movie_dialogs_co
 # the corpus (a file checksum; it could not be recomputed here without network).
 # TORCHTUTOR_CORNELL_SHA256 overrides it should the file ever be republished.
 CORNELL_SHA256: str | None = "3bde8a571f615201bc2d2453e22878090719638592f774720eddec739de8c900"
-CORNELL_HINT = ("download it yourself from " + CORNELL_URL + " and pass --corpus "
+CORNELL_HINT = ("download it yourself from " + CORNELL_URL + " and pass --data "
                 "/path/to/cornell_movie_dialogs_corpus.zip (or the unpacked folder with "
                 "movie_lines.txt and movie_conversations.txt)")
 

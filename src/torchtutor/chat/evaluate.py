@@ -177,7 +177,7 @@ def split_pairs(run_dir: str, config: dict, split: str) -> list[tuple[str, str]]
                                                   or is_store(folder)):
             return load_prepared(folder).splits[split]
     if not isinstance(data_config, dict):
-        raise UserError(f"{run_dir}/config.json has no data settings; use --corpus")
+        raise UserError(f"{run_dir}/config.json has no data settings; use --data")
     known = set(PrepareConfig.__dataclass_fields__)
     return prepare_data(PrepareConfig(**{k: v for k, v in data_config.items()
                                          if k in known})).splits[split]
@@ -222,7 +222,7 @@ def main(args) -> int:
         source = f"{config.split} split"
     if not pairs:
         # A small corpus (the demo's) can leave a split empty: say what works instead.
-        hint = ("try --split train, or --corpus PATH" if not config.corpus
+        hint = ("try --split train, or --data PATH" if not config.corpus
                 else "try a corpus of shorter sentences")
         raise UserError(f"no pairs to evaluate in the {source}; {hint}")
     result = evaluate_pairs(bot, pairs, config.options, config.samples)

@@ -665,7 +665,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
 def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
     if config.tutorial_compat and data.config.has_unk:
         raise UserError(f"--tutorial-compat needs a vocabulary without UNK and {data.folder} "
-                        "has one; give --corpus the raw corpus instead")
+                        "has one; give --data the raw corpus instead")
     if resume and Vocab.load(out / rd.VOCAB).index2word != data.vocab.index2word:
         raise UserError(f"the corpus no longer gives the vocabulary saved in {out}; "
                         "cannot resume")

@@ -1,6 +1,6 @@
 """The data `chat train` reads: a prepared folder's token store, memory-mapped.
 
-`--corpus PREPARED_DIR` (a folder written by `chat prepare`) is read in place with the
+`--data PREPARED_DIR` (a folder written by `chat prepare`) is read in place with the
 vocabulary, splits and settings it was prepared with. Any other corpus is prepared first, by
 rank 0 alone under torchrun, into RUN_DIR/data (the store and the split TSVs, not the raw
 pairs), and a resumed run reads that folder again rather than the corpus. Either way every

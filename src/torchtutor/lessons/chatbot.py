@@ -2,7 +2,7 @@
 encoder, Luong attention, the decoder, the masked loss, training and greedy decoding.
 
 Every step runs torchtutor's own code (`torchtutor.chat.*`) on real lines: Cornell from
---corpus PATH (only its first --max-lines lines, for speed), else the bundled ChatterBot corpus.
+--data PATH (only its first --max-lines lines, for speed), else the bundled ChatterBot corpus.
 The model keeps the notes' architecture (shared embedding, 2-layer bidirectional GRU encoder,
 dot attention, 2-layer GRU decoder) at hidden size HIDDEN instead of 500, so that training it
 for a few seconds is enough to make greedy decoding reply and stop at EOS.
@@ -109,7 +109,7 @@ def load_lesson_corpus(spec: str = "chatterbot", max_lines: int = 20000,
         else:
             path = Path(spec).expanduser()
             if not path.is_file():
-                raise UserError(f"--corpus {spec}: give a Cornell folder (movie_lines.txt and "
+                raise UserError(f"--data {spec}: give a Cornell folder (movie_lines.txt and "
                                 "movie_conversations.txt), a corpus file, or 'chatterbot'")
             raw_file = path
         corpus = load_corpus(source)
