@@ -1,7 +1,8 @@
 """The `torchtutor` command line: the whole argparse tree, and nothing else.
 
-Each subcommand names the module whose `main(args)` does the work; modules are imported only
-when their command runs, so `torchtutor --help` stays fast.
+Each subcommand turns its flags into a typed config and hands it to its module's `main(config)`;
+no module below this one sees the flags. Modules are imported only when their command runs, so
+`torchtutor --help` stays fast.
 """
 
 import argparse
@@ -38,8 +39,7 @@ def _handler(parser: argparse.ArgumentParser, target: str | Callable[[argparse.N
              config: str | None = None) -> None:
     """What the command runs: a function here that turns the flags into the module's config
     and calls it, or a module's `main` ("module:main"), given `config` ("module:Class", a
-    dataclass) built from the flags named like its fields (or, for the commands not moved to
-    a config yet, the flags themselves)."""
+    dataclass) built from the flags named like its fields."""
     parser.set_defaults(handler=target, config_class=config)
 
 
@@ -218,7 +218,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                     "aoti: torch.export + AOTInductor package (default); onnx: ONNX for "
                     "onnxruntime (pip install 'torchtutor[onnx]'); torchscript: one "
                     "TorchScript file (deprecated by PyTorch; for older deployments)")
-    _handler(p, "torchtutor.vision.export:main")
+    _handler(p, "torchtutor.vision.export:main", "torchtutor.runtime.export:ExportConfig")
 
 
 # --- chat ----------------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _decoder_options(p)
     _device(p)
     _int8(p)
-    _handler(p, "torchtutor.chat.talk:main")
+    _handler(p, _chat_talk)
 
     p = cmds.add_parser("reply", help="one reply per input (arguments or stdin lines)")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -449,7 +449,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _decoder_options(p)
     _device(p)
     _int8(p)
-    _handler(p, "torchtutor.chat.reply:main")
+    _handler(p, _chat_reply)
 
     p = cmds.add_parser("evaluate", help="loss, perplexity, BLEU, distinct-n on held-out pairs")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -466,7 +466,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     _decoder_options(p)
     _device(p)
     _int8(p)
-    _handler(p, "torchtutor.chat.evaluate:main")
+    _handler(p, _chat_evaluate)
 
     p = cmds.add_parser("attention", help="attention heatmap of one reply")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -483,7 +483,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                     "(default); onnx: ONNX graphs for onnxruntime (pip install "
                     "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
                     "by PyTorch; for older deployments)")
-    _handler(p, "torchtutor.chat.export:main")
+    _handler(p, "torchtutor.chat.export:main", "torchtutor.runtime.export:ExportConfig")
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -514,7 +514,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                         "(default: on)")
     _decoder_options(p)
     _device(p)
-    _handler(p, "torchtutor.chat.serve:main")
+    _handler(p, _chat_serve)
 
 
 # --- flags -> configs ----------------------------------------------------------------------
@@ -616,6 +616,61 @@ def vision_train_config(args: argparse.Namespace):
     return replace_nested(recipe, changes)
 
 
+# The decoding flags are named after DecodeOptions' fields, but for --decoder (the method).
+DECODING_ALIASES = {"method": "decoder"}
+
+
+def decoding_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The DecodeOptions fields the decoding flags set (flags left out are None)."""
+    from torchtutor.chat.options import PLAIN_DECODING
+
+    return flag_changes(args, PLAIN_DECODING, DECODING_ALIASES)
+
+
+def _decoding(args: argparse.Namespace) -> Any:
+    """--run's decoder: the default one for the run (chat.options), with the flags given on
+    top, checked (one-line errors)."""
+    from torchtutor.chat.options import resolve_options
+    from torchtutor.chat.run_dir import has_backward
+
+    return resolve_options(decoding_given(args), has_backward(args.run))
+
+
+def _chat_talk(args: argparse.Namespace) -> int:
+    from torchtutor.chat import talk
+
+    return talk.main(talk.TalkConfig(run=args.run, device=args.device, int8=args.int8,
+                                     exact=args.exact, options=_decoding(args)))
+
+
+def _chat_reply(args: argparse.Namespace) -> int:
+    from torchtutor.chat import reply
+
+    return reply.main(reply.ReplyConfig(run=args.run, device=args.device, int8=args.int8,
+                                        exact=args.exact, texts=list(args.text),
+                                        as_json=args.json, options=_decoding(args)))
+
+
+def _chat_evaluate(args: argparse.Namespace) -> int:
+    from torchtutor.chat import evaluate
+
+    return evaluate.main(evaluate.EvaluateConfig(
+        run=args.run, split=args.split, corpus=args.corpus, as_json=args.json,
+        samples=max(args.samples, 0), device=args.device, int8=args.int8, exact=args.exact,
+        options=_decoding(args)))
+
+
+def _chat_serve(args: argparse.Namespace) -> int:
+    from torchtutor.chat import serve
+
+    return serve.main(serve.ServeConfig(
+        run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
+        batch_window_ms=args.batch_window_ms, queue_size=args.queue_size, device=args.device,
+        threads=args.threads, access_log=args.access_log, options=_decoding(args),
+        limits=serve.ServerLimits(read_timeout_s=args.read_timeout,
+                                  max_connections=args.max_connections)))
+
+
 def _vision_predict(args: argparse.Namespace) -> int:
     from torchtutor.vision import predict
 
@@ -695,8 +750,7 @@ def main(argv: list[str] | None = None) -> int:
             result = args.handler(args)
         else:
             handler = _load_handler(args.handler)
-            result = handler(_config_from_flags(args, args.config_class)
-                             if args.config_class else args)
+            result = handler(_config_from_flags(args, args.config_class))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

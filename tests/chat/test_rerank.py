@@ -131,19 +131,31 @@ def _flags(**given):
     return build_parser().parse_args(argv)
 
 
-def test_the_default_decoder_and_greedy_one_flag_away():
-    from torchtutor.chat.decode import BEST_DECODING, options_from_args
+def _options(has_backward: bool, **given) -> DecodeOptions:
+    """The decoder that `chat reply` with these flags resolves for a run."""
+    from torchtutor.chat.decode import resolve_options
+    from torchtutor.cli import decoding_given
 
-    assert options_from_args(_flags(), has_backward=True) == BEST_DECODING
-    assert options_from_args(_flags(), has_backward=False) == DecodeOptions()
-    greedy = options_from_args(_flags(decoder="greedy"), has_backward=True)
+    return resolve_options(decoding_given(_flags(**given)), has_backward)
+
+
+def test_the_default_decoder_and_greedy_one_flag_away():
+    from torchtutor.chat.decode import BEST_DECODING
+    from torchtutor.cli import decoding_given
+
+    assert decoding_given(_flags()) == {}
+    assert decoding_given(_flags(decoder="beam", beam_size=3)) == {"method": "beam",
+                                                                   "beam_size": 3}
+    assert _options(has_backward=True) == BEST_DECODING
+    assert _options(has_backward=False) == DecodeOptions()
+    greedy = _options(has_backward=True, decoder="greedy")
     assert greedy.method == "greedy" and greedy.rerank == "none"
-    tuned = options_from_args(_flags(mmi_weight=1.5), has_backward=True)
+    tuned = _options(has_backward=True, mmi_weight=1.5)
     assert tuned.rerank == "mmi" and tuned.mmi_weight == 1.5 and tuned.method == "beam"
     with pytest.raises(UserError, match="backward model"):
-        options_from_args(_flags(rerank="mmi"), has_backward=False)
+        _options(has_backward=False, rerank="mmi")
     with pytest.raises(UserError):
-        options_from_args(_flags(beam_size=10**9), has_backward=True)
+        _options(has_backward=True, beam_size=10**9)
 
 
 @pytest.mark.parametrize("flags", [["--beam-size", "1000000000"], ["--seed", str(2**70)],

@@ -39,12 +39,10 @@ from torchtutor.chat.options import (  # noqa: F401  (re-exported: the options l
     MAX_SEED,
     MAX_TEMPERATURE,
     METHODS,
-    OPTION_FLAGS,
     PLAIN_DECODING,
     RERANKERS,
     DecodeOptions,
     default_options,
-    options_from_args,
     resolve_options,
 )
 from torchtutor.chat.text import normalize, tokenize

@@ -26,9 +26,8 @@ import sacrebleu
 import torch
 
 from torchtutor.chat.batches import index_pairs, make_batch
-from torchtutor.chat.decode import DecodeOptions, load_bot, options_from_args, reply_batch
+from torchtutor.chat.decode import DecodeOptions, load_bot, reply_batch
 from torchtutor.chat.rerank import sequence_log_probs
-from torchtutor.chat.run_dir import has_backward
 from torchtutor.chat.text import normalize_many, tokenize
 from torchtutor.chat.vocab import EOS
 from torchtutor.runtime.errors import UserError
@@ -40,6 +39,8 @@ BATCH = 64
 
 @dataclass
 class EvaluateConfig:
+    """`chat evaluate`'s options (cli.py builds it from the flags): the run's `split`, or
+    another `corpus`; `samples` exchanges shown."""
     run: str
     split: str
     corpus: str | None
@@ -207,11 +208,7 @@ def format_report(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    config = EvaluateConfig(run=args.run, split=args.split, corpus=args.corpus,
-                            as_json=args.json, samples=max(args.samples, 0),
-                            device=args.device, int8=args.int8, exact=args.exact,
-                            options=options_from_args(args, has_backward(args.run)))
+def main(config: EvaluateConfig) -> int:
     with waiting(f"loading {config.run}"):   # the model, its int8 copies, the backward model
         bot = load_bot(config.run, config.device, config.int8, config.exact)
     if config.corpus:

@@ -285,10 +285,9 @@ def _export_folder(bot: Any, config: ExportConfig) -> int:
     return 0
 
 
-def main(args) -> int:
+def main(config: ExportConfig) -> int:
     from torchtutor.chat.run_dir import load_trained
 
-    config = ExportConfig(run=args.run, out=args.out, format=args.format)
     # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
     if config.format == "torchscript":
         output_file(config.out, replaceable=is_previous_export)

@@ -107,21 +107,14 @@ def default_options(has_backward: bool) -> DecodeOptions:
     return BEST_DECODING if has_backward else PLAIN_DECODING
 
 
-def options_from_args(args: Any, has_backward: bool = False) -> DecodeOptions:
-    """DecodeOptions from the command line's decoding group (cli.py `_decoder_options`).
-
-    Flags left unset (None) keep the default decoder's values; naming only `--decoder`
-    gives that plain decoder (`--decoder greedy` is the notes' greedy search, no reranking).
-    """
-    given = {name: getattr(args, flag) for flag, name in OPTION_FLAGS.items()
-             if getattr(args, flag, None) is not None}
-    return resolve_options(given, has_backward)
-
-
 def resolve_options(given: dict[str, Any], has_backward: bool,
                     defaults: DecodeOptions | None = None) -> DecodeOptions:
     """`defaults` (else the default decoder for the run) with the `given` fields on top,
-    checked. A decoder named without a reranker is that decoder alone."""
+    checked. A decoder named without a reranker is that decoder alone (naming only
+    `--decoder greedy` gives the notes' greedy search, no reranking).
+
+    `given` holds the fields a user set, such as cli.py's decoding flags or a request to
+    the server; the fields left out keep the defaults' values."""
     given = dict(given)
     if defaults is None:
         defaults = default_options(has_backward)
@@ -138,12 +131,3 @@ def resolve_options(given: dict[str, Any], has_backward: bool,
                         "train one with `chat train --direction backward --out RUN_DIR`")
     return options
 
-
-# Command-line attribute -> DecodeOptions field (the flags follow the CLI's words).
-OPTION_FLAGS = {"decoder": "method", "beam_size": "beam_size",
-                "length_penalty": "length_penalty", "n_best": "n_best",
-                "temperature": "temperature", "top_k": "top_k", "top_p": "top_p",
-                "no_repeat_ngram": "no_repeat_ngram", "seed": "seed", "rerank": "rerank",
-                "mmi_weight": "mmi_weight", "length_bonus": "length_bonus",
-                "candidates": "candidates", "min_length": "min_length",
-                "repetition_penalty": "repetition_penalty"}

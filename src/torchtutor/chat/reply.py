@@ -19,14 +19,13 @@ from torchtutor.chat.decode import (
     DecodeOptions,
     load_bot,
     notices,
-    options_from_args,
     reply_batch,
 )
-from torchtutor.chat.run_dir import has_backward
 
 
 @dataclass
 class ReplyConfig:
+    """`chat reply`'s options (cli.py builds it from the flags); empty `texts`: stdin's lines."""
     run: str
     device: str
     int8: bool
@@ -82,10 +81,7 @@ def _stdin_lines() -> Iterable[str]:
     return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
 
 
-def main(args) -> int:
-    config = ReplyConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
-                         texts=list(args.text), as_json=args.json,
-                         options=options_from_args(args, has_backward(args.run)))
+def main(config: ReplyConfig) -> int:
     # --json shows scores, and shown scores are float32 log-probabilities (chat.int8 draft).
     bot = load_bot(config.run, config.device, config.int8, config.exact,
                    fp32_scores=config.as_json)

@@ -56,11 +56,9 @@ from torchtutor.chat.decode import (
     DecodeOptions,
     Reply,
     notices,
-    options_from_args,
     reply_batch,
     resolve_options,
 )
-from torchtutor.chat.run_dir import has_backward
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import check_count, check_range
 
@@ -520,6 +518,7 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
 
 @dataclass
 class ServeConfig:
+    """`chat serve`'s options (cli.py builds it from the flags); `serve` checks them."""
     run: str
     host: str = "127.0.0.1"
     port: int = 8000
@@ -668,14 +667,7 @@ def serve(config: ServeConfig) -> None:
     print("server stopped", file=sys.stderr, flush=True)
 
 
-def main(args: Any) -> int:
-    config = ServeConfig(run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
-                         batch_window_ms=args.batch_window_ms, queue_size=args.queue_size,
-                         device=args.device, threads=args.threads,
-                         access_log=args.access_log,
-                         options=options_from_args(args, has_backward(args.run)),
-                         limits=ServerLimits(read_timeout_s=args.read_timeout,
-                                             max_connections=args.max_connections))
+def main(config: ServeConfig) -> int:
     serve(config)
     # The process exits next. Its final garbage collection walks every object torch and the
     # server made: 4-6 s of a SIGTERM's exit on the loaded 2-core machine (bench/RESULTS.md,

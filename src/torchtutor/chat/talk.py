@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from torchtutor.chat.decode import DecodeOptions, load_bot, notices, options_from_args, reply_batch
-from torchtutor.chat.run_dir import has_backward
+from torchtutor.chat.decode import DecodeOptions, load_bot, notices, reply_batch
 
 QUIT_WORDS = ("q", "quit")
 
 
 @dataclass
 class TalkConfig:
+    """`chat talk`'s options (cli.py builds it from the flags)."""
     run: str
     device: str
     int8: bool
@@ -125,9 +125,7 @@ def talk_in_terminal(bot: Any, options: DecodeOptions) -> int:
         save_history()
 
 
-def main(args) -> int:
-    config = TalkConfig(run=args.run, device=args.device, int8=args.int8, exact=args.exact,
-                        options=options_from_args(args, has_backward(args.run)))
+def main(config: TalkConfig) -> int:
     bot = load_bot(config.run, config.device, config.int8, config.exact)
     if sys.stdin.isatty():
         talk_in_terminal(bot, config.options)

@@ -173,8 +173,7 @@ def is_previous_export(path: Path) -> bool:
         return False
 
 
-def main(args) -> int:
-    config = ExportConfig(run=args.run, out=args.out, format=args.format)
+def main(config: ExportConfig) -> int:
     out = output_file(config.out, replaceable=is_previous_export)   # before the slow part
     loaded = load_run(config.run, torch.device("cpu"))
     module = ExportClassifier(loaded).eval()
