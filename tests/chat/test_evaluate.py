@@ -137,3 +137,26 @@ def test_evaluate_on_a_run_that_held_nothing_out_says_what_works(tmp_path, capsy
     assert cli.main(["chat", "evaluate", "--run", str(run), "--split", "train", "--json",
                      "--samples", "0", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["pairs"] > 0
+
+
+def test_the_held_out_pairs_are_the_token_store_training_read(tmp_path):
+    """split_pairs reads RUN_DIR/data's store (the split TSVs there are for people); a run
+    whose data folder is gone gets the same pairs from its corpus prepared again."""
+    import shutil
+
+    from torchtutor.chat import run_dir as rd
+    from torchtutor.chat.evaluate import split_pairs
+    from torchtutor.chat.prepare import load_prepared
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(), run)
+    config = rd.read_config(run)
+    expected = load_prepared(run / "data").splits
+    assert len(expected["test"]) > 10 and len(expected["valid"]) > 10
+    for name in ("train", "valid", "test"):
+        (run / "data" / f"{name}.tsv").unlink()
+    for name in ("valid", "test"):
+        assert split_pairs(str(run), config, name) == expected[name]
+    shutil.rmtree(run / "data")
+    for name in ("valid", "test"):
+        assert split_pairs(str(run), config, name) == expected[name]

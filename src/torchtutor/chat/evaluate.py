@@ -163,19 +163,20 @@ def corpus_pairs(spec: str, max_length: int) -> tuple[list[tuple[str, str]], int
 
 
 def split_pairs(run_dir: str, config: dict, split: str) -> list[tuple[str, str]]:
-    """The run's held-out pairs: from prepared files in the run folder if training saved them,
-    else by preparing the run's corpus again with its saved settings (deterministic)."""
+    """The run's held-out pairs, from the token store training read (chat.train_data):
+    RUN_DIR/data, where a corpus was prepared for the run, or the prepared folder named as
+    its corpus (a backward model's is its forward run's data). A run whose data folder is
+    gone gets its corpus prepared again with its saved settings (deterministic)."""
     from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_data
     from torchtutor.chat.store import is_store
+    from torchtutor.chat.train_data import RUN_DATA
 
     data_config = config.get("data")
-    # The run's own prepared copy, or the prepared folder it trained on.
-    folders = [Path(run_dir) / "data", Path(run_dir)]
+    folders = [Path(run_dir) / RUN_DATA]
     if isinstance(data_config, dict) and data_config.get("corpus"):
         folders.append(Path(str(data_config["corpus"])).expanduser())
     for folder in folders:
-        if (folder / "vocab.json").is_file() and ((folder / f"{split}.tsv").is_file()
-                                                  or is_store(folder)):
+        if is_store(folder):
             return load_prepared(folder).splits[split]
     if not isinstance(data_config, dict):
         raise UserError(f"{run_dir}/config.json has no data settings; use --data")
