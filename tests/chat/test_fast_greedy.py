@@ -146,6 +146,15 @@ def test_an_unsure_model_falls_back_to_fp32_and_probes_again():
         assert drafted == []
         checked_greedy(bot.model, bot.draft, ids, bot.max_length)   # the probe
         assert drafted and drafted[0] == len(ids)
+        # The probe kept the draft off, so the next one waits twice as long (a probe costs
+        # about two fp32 replies; probing every 16th call cost 3% on an untrained model).
+        assert policy.expected > 1.0
+        drafted.clear()
+        for _ in range(2 * policy.probe_every - 1):
+            checked_greedy(bot.model, bot.draft, ids, bot.max_length)
+        assert drafted == []
+        checked_greedy(bot.model, bot.draft, ids, bot.max_length)
+        assert drafted and drafted[0] == len(ids)
 
 
 def test_a_sure_model_keeps_the_draft():
