@@ -157,6 +157,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def exported_bots(bot) -> dict:
     """The AOTInductor and ONNX export folders of `bot`, loaded by their own chatbot.py code."""
+    import atexit
+    import shutil
     import tempfile
 
     from torchtutor.chat import export_package as package
@@ -165,6 +167,7 @@ def exported_bots(bot) -> dict:
 
     out = {}
     folder = Path(tempfile.mkdtemp(prefix="chat-infer-export-"))
+    atexit.register(shutil.rmtree, folder, True)   # the loaded graphs need it until the end
     for backend, name in (("aoti", package.PACKAGE), ("onnx", package.ONNX_FOLDER)):
         def fill(work: Path, backend=backend, name=name) -> dict:
             if backend == "aoti":
