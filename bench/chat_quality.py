@@ -201,6 +201,9 @@ def main() -> int:
     parser.add_argument("--prompts", default=None,
                         help="a file of prompts, one a line: print greedy's and the default's "
                              "replies to them instead (default: none)")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="time greedy and the default decoder at batch 1 on the split's "
+                             "first --latency-queries queries, nothing else (default: off)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
@@ -219,6 +222,14 @@ def main() -> int:
     pairs = split_pairs(args.run, bot.config, args.split)
     if args.limit:
         pairs = pairs[:args.limit]
+    if args.latency_only:
+        queries = [q for q, _ in pairs[:args.latency_queries]]
+        for name in ("greedy", DEFAULT_NAME):
+            median_ms(bot, queries[:3], DECODERS[name])   # warm-up
+            print(f"{name}: median {median_ms(bot, queries, DECODERS[name]):.1f} ms per reply "
+                  f"at batch 1 ({len(queries)} {args.split} queries, "
+                  f"{torch.get_num_threads()} threads)")
+        return 0
     loss, _ = teacher_forced_loss(bot.model, bot.vocab, pairs)
     print(f"run {args.run}, {args.split} split: {len(pairs)} pairs; teacher-forced perplexity "
           f"{torch.tensor(loss).exp():.2f}; {cpu_name()}, {torch.get_num_threads()} threads, "
