@@ -26,6 +26,7 @@ from tests.vision.colour_tree import write_colour_tree
 from torchtutor.cli import main
 from torchtutor.runtime import files
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
+from torchtutor.vision.inference import CHECKPOINT_NAME
 
 TRAIN = ["--device", "cpu", "--hidden-size", "16", "--min-count", "1", "--batch-size", "8",
          "--no-backward"]
@@ -266,7 +267,7 @@ def test_vision_nan_weights_keep_the_last_finite_epoch(world, tmp_path, capsys, 
                  "--model", "tutorial", "--epochs", "3", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "NaN or infinite by epoch 2" in err and "from epoch 1" in err, err
-    state = load_checkpoint(out / "checkpoint.pt")
+    state = load_checkpoint(out / CHECKPOINT_NAME)
     assert state["epoch"] == 1 and not (out / "result.json").exists()
 
 
