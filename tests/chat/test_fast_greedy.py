@@ -119,11 +119,12 @@ def test_default_bot_uses_the_draft_and_survives_bad_input():
     assert len(reply_batch(bot, BAD_INPUTS, DecodeOptions())) == len(BAD_INPUTS)
 
 
-def test_an_unsure_model_falls_back_to_fp32_and_probes_again():
+def test_an_unsure_model_falls_back_to_fp32_and_the_draft_comes_back_by_itself():
     # An unsure model (output layer scaled down: every word nearly as likely as the next):
     # near-ties in every reply, so checking would cost more than fp32 alone.
     bot = copy.copy(tiny_bot())
     bot.model = copy.deepcopy(bot.model)
+    sure_weight = bot.model.out.weight.detach().clone()
     with torch.no_grad():
         bot.model.out.weight.mul_(0.01)
     attach_int8_draft(bot)
@@ -139,22 +140,21 @@ def test_an_unsure_model_falls_back_to_fp32_and_probes_again():
             checked_greedy(bot.model, bot.draft, ids, bot.max_length)
             calls += 1
             assert calls < 10, "the policy never gave up on the draft"
+        # From now on plain fp32 greedy, and no call spends time on the draft.
         drafted.clear()
-        for _ in range(policy.probe_every - 1):
+        for _ in range(50):
             tokens, scores = checked_greedy(bot.model, bot.draft, ids, bot.max_length)
-            assert tokens == exact and scores == exact_scores   # plain fp32 greedy
-        assert drafted == []
-        checked_greedy(bot.model, bot.draft, ids, bot.max_length)   # the probe
-        assert drafted and drafted[0] == len(ids)
-        # The probe kept the draft off, so the next one waits twice as long (a probe costs
-        # about two fp32 replies; probing every 16th call cost 3% on an untrained model).
-        assert policy.expected > 1.0
-        drafted.clear()
-        for _ in range(2 * policy.probe_every - 1):
+            assert tokens == exact and scores == exact_scores
+        assert drafted == [] and policy.expected > 1.0
+        # The fp32 model turns sure (as a run trains on): fp32's own margins bring the draft
+        # back within a few calls.
+        with torch.no_grad():
+            bot.model.out.weight.copy_(sure_weight * 30.0)
+        calls = 0
+        while not drafted:
             checked_greedy(bot.model, bot.draft, ids, bot.max_length)
-        assert drafted == []
-        checked_greedy(bot.model, bot.draft, ids, bot.max_length)
-        assert drafted and drafted[0] == len(ids)
+            calls += 1
+            assert calls < 20, "the draft never came back"
 
 
 def test_a_sure_model_keeps_the_draft():

@@ -95,10 +95,12 @@ class DraftPolicy:
     them are checked in fp32 and many decoded again: slower than fp32 greedy alone (0.69x the
     tutorial's searcher, against fp32's 1.7x). The policy keeps a running estimate of a
     checked reply's cost relative to an fp32 greedy reply, from what the last calls needed;
-    above 1 the caller decodes in fp32 instead, and after `probe_every` calls it tries the draft
-    again so inputs it is sure about get it back. Each probe that leaves it off doubles the wait
-    (up to `max_probe_every`): a probe costs about two fp32 replies, and probing every 16th
-    call kept the fallback at 0.97x fp32's speed on an untrained model (bench/RESULTS.md).
+    above 1 the caller decodes in fp32 instead. While it does, fp32's own top-1/top-2 gaps
+    (read from the search that runs anyway) say how many rows the draft would have had to
+    check, so the estimate keeps moving and the draft comes back once the inputs are ones the
+    model is sure about, without spending a call on it. (Trying the draft every 16th call,
+    then at doubling intervals, cost 3% and then 1% of fp32's speed on an untrained model;
+    bench/RESULTS.md.)
 
     Costs relative to one fp32 greedy reply, measured at the tutorial's size on a trained run
     (bench/RESULTS.md): an int8 reply 0.51, a teacher-forced fp32 check about two thirds
@@ -108,26 +110,13 @@ class DraftPolicy:
     draft_cost = 0.51
     check_cost = 0.67
     smoothing = 0.25       # weight of the newest call in the running estimate
-    probe_every = 16       # calls in fp32 before the first probe of the draft
-    max_probe_every = 512
 
     def __init__(self, fp32_scores: bool = False):
         self.fp32_scores = fp32_scores   # scores must be fp32 for every row: no draft then
         self.expected = self.draft_cost
-        self.skipped = 0
-        self.wait = self.probe_every     # calls in fp32 before the next probe
 
     def use_draft(self) -> bool:
-        if self.fp32_scores:
-            return False
-        if self.expected <= 1.0:
-            return True
-        self.skipped += 1
-        if self.skipped >= self.wait:
-            self.skipped = 0
-            self.wait = min(2 * self.wait, self.max_probe_every)
-            return True
-        return False
+        return not self.fp32_scores and self.expected <= 1.0
 
     def record(self, rows: int, checked: int, redone: int) -> None:
         """What one call of checked greedy needed: rows decoded, checked, decoded again."""
@@ -135,5 +124,3 @@ class DraftPolicy:
             return
         cost = self.draft_cost + (self.check_cost * checked + redone) / rows
         self.expected += self.smoothing * (cost - self.expected)
-        if self.expected <= 1.0:
-            self.wait = self.probe_every   # the draft pays again: probe soon if it stops
