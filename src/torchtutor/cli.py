@@ -679,24 +679,21 @@ def _vision_predict(args: argparse.Namespace) -> int:
         exported=args.exported, as_json=args.json))
 
 
-def _vision_train(args: argparse.Namespace) -> int:
-    config = vision_train_config(args)
-    if args.print_config:
-        print(config_text(config), end="")
-        return 0
-    from torchtutor.vision import train
+def _train_command(build_config: Callable[[argparse.Namespace], Any],
+                   module: str) -> Callable[[argparse.Namespace], int]:
+    """`vision train` / `chat train`: the resolved config, printed (--print-config) or trained
+    by `module.main` (imported only then, so --help and --print-config need no torch)."""
+    def run(args: argparse.Namespace) -> int:
+        config = build_config(args)
+        if args.print_config:
+            print(config_text(config), end="")
+            return 0
+        return importlib.import_module(module).main(config, resume=args.resume)
+    return run
 
-    return train.main(config, resume=args.resume)
 
-
-def _chat_train(args: argparse.Namespace) -> int:
-    config = chat_train_config(args)
-    if args.print_config:
-        print(config_text(config), end="")
-        return 0
-    from torchtutor.chat import train
-
-    return train.main(config, resume=args.resume)
+_vision_train = _train_command(vision_train_config, "torchtutor.vision.train")
+_chat_train = _train_command(chat_train_config, "torchtutor.chat.train")
 
 
 def _chat_prepare(args: argparse.Namespace) -> int:
