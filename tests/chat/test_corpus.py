@@ -65,6 +65,23 @@ def test_pairs_file_skips_bad_lines_and_keeps_good_ones(tmp_path):
                          "undecodable_lines": 1, "pairs_with_empty_side": 1}
 
 
+@pytest.mark.parametrize("block", [1, 2, 7, 64])
+def test_pairs_file_reads_the_same_in_any_block_size(tmp_path, monkeypatch, block):
+    # Lines cut across reads, lines longer than a read, a bad byte in a block, CRLF in only
+    # some lines, no final newline: the same pairs, line numbers and skip counts.
+    raw = (b"\xef\xbb\xbfa first line\tlonger than any block\r\n\n"
+           b"one\ttwo\n \t \nbad \xff\tx\nback\\\\slash\ttab\\tx\tc9\n"
+           b"only\nlast\tline without newline")
+    (tmp_path / "p.tsv").write_bytes(raw)
+    whole = read_pairs_file(tmp_path / "p.tsv")
+    assert [p.conversation for p in whole.pairs] == ["line1", "line3", "c9", "line8"]
+    assert whole.pairs[2] == Pair("back\\slash", "tab\tx", "c9")
+    monkeypatch.setattr(corpus_mod, "_BLOCK_BYTES", block)
+    small = read_pairs_file(tmp_path / "p.tsv")
+    assert small.pairs == whole.pairs and small.skipped == whole.skipped == {
+        "blank_lines": 2, "undecodable_lines": 1, "lines_with_wrong_field_count": 1}
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(UserError, match="not found"):
         read_pairs_file(tmp_path / "nope.tsv")

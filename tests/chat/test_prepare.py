@@ -261,3 +261,27 @@ def test_streamed_split_is_split_conversations_and_inputs_stream_alike(tmp_path)
         again = prepare_data(PrepareConfig(**{**config.__dict__,
                                               "corpus": str(tmp_path / other)}))
         assert again.splits == data.splits and again.vocab.to_dict() == data.vocab.to_dict()
+
+
+def test_small_reads_and_a_small_memo_write_the_same_folder(tmp_path, monkeypatch):
+    # The normalization memo forgets (two generations of 3 texts) and the file is read in
+    # 50-byte blocks: the prepared files are byte for byte those of the default sizes.
+    import torchtutor.chat.corpus as corpus_mod
+    import torchtutor.chat.prepare as prepare_mod
+
+    texts = ["Hi!", "Hello there.", "Café, s'il vous plaît?", "no...", "Hi!", "what?", "--"]
+    pairs = [Pair(texts[k % 7], texts[(3 * k + 1) % 7], f"c{k // 4}") for k in range(90)]
+    write_pairs_file(tmp_path / "p.tsv", pairs, with_conversation=True)
+    config = PrepareConfig(corpus=str(tmp_path / "p.tsv"), min_count=1)
+    prepare_mod.prepare_folder(config, tmp_path / "default")
+    monkeypatch.setattr(prepare_mod, "MEMO_TEXTS", 3)
+    monkeypatch.setattr(corpus_mod, "_BLOCK_BYTES", 50)
+    prepare_mod.prepare_folder(config, tmp_path / "small")
+    names = sorted(p.name for p in (tmp_path / "default").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "small").iterdir()) and len(names) > 8
+    for name in names:
+        if name != "stats.json":   # (it names the corpus, the same file in both)
+            assert (tmp_path / "small" / name).read_bytes() == \
+                (tmp_path / "default" / name).read_bytes(), name
+    stats = [json.loads((tmp_path / d / "stats.json").read_text()) for d in ("default", "small")]
+    assert stats[0] == stats[1] and stats[0]["pairs_kept"] > 0

@@ -19,6 +19,7 @@ conversation.
 
 import gzip
 import importlib.resources
+import itertools
 import json
 import os
 import re
@@ -64,15 +65,26 @@ class Corpus:
 
 
 class PairStream:
-    """A corpus read lazily: iterate it once; `skipped` is complete when the iteration ends."""
+    """A corpus read lazily: iterate it once, a pair at a time or a list at a time (`lists`);
+    `skipped` is complete when the iteration ends. `read` yields pairs, or with `in_lists`
+    lists of pairs (a reader that parses a block of lines at once)."""
 
-    def __init__(self, name: str, read: Callable[[Counter], Iterator[Pair]]):
+    def __init__(self, name: str, read: Callable[[Counter], Iterator], in_lists: bool = False):
         self.name = name
         self.counts: Counter = Counter()
         self._read = read
+        self._in_lists = in_lists
 
     def __iter__(self) -> Iterator[Pair]:
+        if self._in_lists:
+            return itertools.chain.from_iterable(self._read(self.counts))
         return self._read(self.counts)
+
+    def lists(self, size: int) -> Iterator[list[Pair]]:
+        """The pairs in lists: the reader's own (one block of its file), else `size` a list."""
+        if self._in_lists:
+            return self._read(self.counts)
+        return chunked(self._read(self.counts), size)
 
     @property
     def skipped(self) -> dict[str, int]:
@@ -81,6 +93,18 @@ class PairStream:
     def to_corpus(self) -> Corpus:
         pairs = list(self)
         return Corpus(self.name, pairs, self.skipped)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last may be shorter)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _consecutive_pairs(conversation: str, texts: list[str | None], pairs: list[Pair],
@@ -316,7 +340,8 @@ def read_pairs_file(path: str | os.PathLike) -> Corpus:
 
 
 def pairs_file_stream(path: Path) -> PairStream:
-    return PairStream(f"pairs:{path}", lambda skipped: _pairs_file_pairs(path, skipped))
+    return PairStream(f"pairs:{path}", lambda skipped: _pairs_file_lists(path, skipped),
+                      in_lists=True)
 
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -337,43 +362,81 @@ def _open_lines(path: Path, what: str) -> BinaryIO:
     return f
 
 
-def _numbered_lines(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes without the LF) of a plain or gzip'ed file, one at a time."""
+_BLOCK_BYTES = 1 << 22   # read 4 MB at a time: per-line reads and decodes cost more than parsing
+
+
+def _line_blocks(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, whole lines joined by LF, the last LF dropped) of a plain or
+    gzip'ed file, about 4 MB at a time; a line longer than that comes whole in one block."""
     number = 0
     try:
         with _open_lines(path, what) as f:
-            for number, line in enumerate(f, 1):  # noqa: B007 (read after the loop)
-                yield number, line[:-1] if line.endswith(b"\n") else line
+            parts: list[bytes] = []   # a line so far, when a read ended inside it
+            while block := f.read(_BLOCK_BYTES):
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    parts.append(block)
+                    continue
+                whole = b"".join((*parts, block[:cut])) if parts else block[:cut]
+                parts = [block[cut + 1:]] if cut + 1 < len(block) else []
+                yield number + 1, whole
+                number += whole.count(b"\n") + 1
+            if parts:
+                yield number + 1, b"".join(parts)
+                number += 1
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"cannot read {what} {path} after line {number}: "
                         f"{getattr(exc, 'strerror', None) or exc}") from None
     skipped["empty_files"] += number == 0
 
 
-def _pairs_file_pairs(path: Path, skipped: Counter) -> Iterator[Pair]:
-    for number, raw in _numbered_lines(path, "pair file", skipped):
-        try:
-            line = raw.decode("utf-8")
+def _numbered_lines(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes without the LF) of a plain or gzip'ed file, one at a time."""
+    for first, block in _line_blocks(path, what, skipped):
+        yield from enumerate(block.split(b"\n"), first)
+
+
+def _pairs_file_lists(path: Path, skipped: Counter) -> Iterator[list[Pair]]:
+    for first, block in _line_blocks(path, "pair file", skipped):
+        try:   # a block at once: the usual case, all UTF-8
+            lines: list[str | None] = block.decode("utf-8").split("\n")
         except UnicodeDecodeError:
+            lines = [_utf8_or_none(raw) for raw in block.split(b"\n")]
+        if first == 1 and lines[0] is not None and lines[0].startswith("\ufeff"):
+            lines[0] = lines[0][1:]
+        yield _parse_pair_lines(first, lines, b"\r" in block, skipped)
+
+
+def _utf8_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _parse_pair_lines(first: int, lines: list[str | None], crlf: bool,
+                      skipped: Counter) -> list[Pair]:
+    # The usual line (two or three fields, no escapes, no CR) passes the fewest checks.
+    pairs = []
+    keep = pairs.append
+    for number, line in enumerate(lines, first):
+        if line is None:
             skipped["undecodable_lines"] += 1
             continue
-        if number == 1 and line.startswith("\ufeff"):
-            line = line[1:]
-        if line.endswith("\r"):
+        if crlf and line.endswith("\r"):
             line = line[:-1]   # a CRLF file; a real carriage return would be escaped
-        if not line.strip():
-            skipped["blank_lines"] += 1
-            continue
         fields = line.split("\t")
         if len(fields) not in (2, 3):
-            skipped["lines_with_wrong_field_count"] += 1
+            skipped["blank_lines" if not line.strip() else "lines_with_wrong_field_count"] += 1
             continue
-        query, reply = unescape_field(fields[0]), unescape_field(fields[1])
-        conversation = unescape_field(fields[2]) if len(fields) == 3 else f"line{number}"
-        if query.strip() and reply.strip():
-            yield Pair(query, reply, conversation)
+        if "\\" in line:
+            fields = [unescape_field(f) for f in fields]
+        query, reply = fields[0], fields[1]
+        if query.strip() and reply.strip():   # (so the line is not blank either)
+            keep(Pair(query, reply, fields[2] if len(fields) == 3 else f"line{number}"))
         else:
-            skipped["pairs_with_empty_side"] += 1
+            skipped["blank_lines" if not line.strip() else "pairs_with_empty_side"] += 1
+    return pairs
 
 
 # --- JSON lines -----------------------------------------------------------------------------

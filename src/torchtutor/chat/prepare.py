@@ -13,8 +13,8 @@ the train/valid/test split is by conversation, so no conversation lands in two s
 `prepare_folder` (what `chat prepare` runs) streams: one pass over the corpus writes each
 short pair's word ids (numbered before trimming) to a work folder while counting words, and a
 numpy pass over those ids applies the trim, the split and EOS and writes the token store
-(chat/store.py). Memory holds one chunk of pairs, the word table and 8 bytes per
-conversation, whatever the corpus's size. The split sorts the conversations by a seeded
+(chat/store.py). Memory holds one chunk of pairs, the word table, a bounded memo of recent
+normalized texts and 8 bytes per conversation, whatever the corpus's size. The split sorts the conversations by a seeded
 64-bit hash of their id and cuts that order in three: the same split as before streaming.
 """
 
@@ -33,6 +33,8 @@ import numpy as np
 from torchtutor.chat.config import PrepareConfig  # re-exported: the data settings
 from torchtutor.chat.corpus import (
     Pair,
+    PairStream,
+    chunked,
     describe_skipped,
     escape_field,
     nothing_usable,
@@ -109,8 +111,43 @@ class _Work:
                 f.close()
 
 
-def _read_pass(pairs: Iterable[Pair], config: PrepareConfig, work: _Work,
-               bar) -> dict:
+MEMO_TEXTS = 1 << 18   # distinct texts a generation of _NormalizeMemo holds (~50 MB of lines)
+
+
+class _NormalizeMemo:
+    """`normalize_many` that remembers the texts it saw lately. Corpora repeat themselves (each
+    Cornell line is both a reply and the next query; "yes." and "what?" recur everywhere), and
+    the streamed pass cannot dedup the whole corpus at once as the in-memory one did. Two
+    generations of `size` texts each: when the new one fills up the old one is dropped,
+    so memory stays bounded and the texts in use stay remembered."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.new: dict[str, str] = {}
+        self.old: dict[str, str] = {}
+
+    def normalize(self, texts: Iterable[str]) -> dict[str, str]:
+        """Each distinct text of `texts` -> its normalized form."""
+        found: dict[str, str] = {}
+        missing = []
+        for text in dict.fromkeys(texts):
+            done = self.new.get(text)
+            if done is None:
+                done = self.old.get(text)
+                if done is None:
+                    missing.append(text)
+                    continue
+                self.new[text] = done   # still in use: carry it into the new generation
+            found[text] = done
+        fresh = dict(zip(missing, normalize_many(missing), strict=True))
+        self.new.update(fresh)
+        if len(self.new) >= self.size:
+            self.old, self.new = self.new, {}
+        found.update(fresh)
+        return found
+
+
+def _read_pass(stream: PairStream, config: PrepareConfig, work: _Work, bar) -> dict:
     """Pass 1 over the corpus: normalize, length-filter, number and count words, write `work`.
 
     Holds one chunk of pairs and the word table; everything else goes to disk.
@@ -120,14 +157,13 @@ def _read_pass(pairs: Iterable[Pair], config: PrepareConfig, work: _Work,
     counts = np.zeros(0, np.int64)
     read = empty = short = 0
     last_conv, last_key = None, 0
-    for chunk in _chunks(pairs, CHUNK_PAIRS):
+    memo = _NormalizeMemo(MEMO_TEXTS)
+    for chunk in stream.lists(CHUNK_PAIRS):
         read += len(chunk)
         if work.raw is not None:
             work.raw.write("".join(escape_field(p.query) + "\t" + escape_field(p.reply) + "\n"
                                    for p in chunk))
-        # Each Cornell line is both a reply and the next query: normalize each text once.
-        texts = list(dict.fromkeys(t for p in chunk for t in (p.query, p.reply)))
-        normalized = dict(zip(texts, normalize_many(texts), strict=True))
+        normalized = memo.normalize(t for p in chunk for t in (p.query, p.reply))
         sides: list[str] = []
         keys: list[int] = []
         for p in chunk:
@@ -163,17 +199,6 @@ def _read_pass(pairs: Iterable[Pair], config: PrepareConfig, work: _Work,
                                     for i in range(0, len(sides), 2)))
     return {"read": read, "empty": empty, "short": short, "words": list(index),
             "counts": counts}
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def _short_chunks(work: Path, short: int) -> Iterator[tuple[np.ndarray, np.ndarray,
@@ -366,7 +391,7 @@ def write_prepared(data: PreparedData, out_dir: str | os.PathLike) -> None:
             pairs = data.splits.get(name, [])
             write_pairs_file(out / f"{name}.tsv", pairs)
             writer = SplitWriter(out, name, dtype)
-            for chunk in _chunks(pairs, CHUNK_PAIRS):
+            for chunk in chunked(pairs, CHUNK_PAIRS):
                 sides = [s for q, r in chunk for s in (q, r)]
                 ids = [data.vocab.encode(s)[0] for s in sides]
                 writer.append(np.array([i for side in ids for i in side], np.int64),
