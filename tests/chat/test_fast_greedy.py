@@ -154,7 +154,7 @@ def test_an_unsure_model_falls_back_to_fp32_and_the_draft_comes_back_by_itself()
         while not drafted:
             checked_greedy(bot.model, bot.draft, ids, bot.max_length)
             calls += 1
-            assert calls < 20, "the draft never came back"
+            assert calls < 80, "the draft never came back"
 
 
 def test_a_sure_model_keeps_the_draft():

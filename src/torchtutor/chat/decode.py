@@ -485,7 +485,7 @@ def checked_greedy(model: Any, draft: Any, id_lists: list[list[int]], max_length
     """
     policy = getattr(draft, "policy", None)
     if policy is not None and not policy.use_draft():
-        gaps = None if policy.fp32_scores else []
+        gaps = [] if policy.wants_gaps() else None
         tokens, scores, _ = greedy_search(model, id_lists, max_length, no_repeat_ngram, has_unk,
                                           margins=gaps)
         if gaps is not None:   # what the draft would have checked (redone rows are rare)

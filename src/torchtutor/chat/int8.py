@@ -96,11 +96,11 @@ class DraftPolicy:
     tutorial's searcher, against fp32's 1.7x). The policy keeps a running estimate of a
     checked reply's cost relative to an fp32 greedy reply, from what the last calls needed;
     above 1 the caller decodes in fp32 instead. While it does, fp32's own top-1/top-2 gaps
-    (read from the search that runs anyway) say how many rows the draft would have had to
-    check, so the estimate keeps moving and the draft comes back once the inputs are ones the
-    model is sure about, without spending a call on it. (Trying the draft every 16th call,
-    then at doubling intervals, cost 3% and then 1% of fp32's speed on an untrained model;
-    bench/RESULTS.md.)
+    (read from the search that runs anyway, on every `gaps_every`th call) say how many rows
+    the draft would have had to check, so the estimate keeps moving and the draft comes back
+    once the inputs are ones the model is sure about, without spending a call on it. (Trying
+    the draft every 16th call, then at doubling intervals, cost 3% and then 1% of fp32's speed
+    on an untrained model; bench/RESULTS.md.)
 
     Costs relative to one fp32 greedy reply, measured at the tutorial's size on a trained run
     (bench/RESULTS.md): an int8 reply 0.51, a teacher-forced fp32 check about two thirds
@@ -110,13 +110,23 @@ class DraftPolicy:
     draft_cost = 0.51
     check_cost = 0.67
     smoothing = 0.25       # weight of the newest call in the running estimate
+    gaps_every = 4         # while the draft is off, read fp32's gaps on every 4th call
 
     def __init__(self, fp32_scores: bool = False):
         self.fp32_scores = fp32_scores   # scores must be fp32 for every row: no draft then
         self.expected = self.draft_cost
+        self.fp32_calls = 0
 
     def use_draft(self) -> bool:
         return not self.fp32_scores and self.expected <= 1.0
+
+    def wants_gaps(self) -> bool:
+        """Whether this fp32-only call should read its top-1/top-2 gaps for `record` (reading
+        them costs about 0.5% of a reply at batch 1, so not on every call)."""
+        if self.fp32_scores:
+            return False
+        self.fp32_calls += 1
+        return self.fp32_calls % self.gaps_every == 0
 
     def record(self, rows: int, checked: int, redone: int) -> None:
         """What one call of checked greedy needed: rows decoded, checked, decoded again."""
