@@ -44,11 +44,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from torchtutor.chat.decode import DecodeOptions, attach_int8_draft, quantize_int8, reply_batch
+from torchtutor.chat.data.prepare import PrepareConfig, prepare_data
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.data.vocab import EOS, PAD, SOS, Vocab
+from torchtutor.chat.infer.decode import (
+    DecodeOptions,
+    attach_int8_draft,
+    quantize_int8,
+    reply_batch,
+)
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig, prepare_data
-from torchtutor.chat.text import normalize
-from torchtutor.chat.vocab import EOS, PAD, SOS, Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORNELL = REPO.parent / "shared" / "data" / "cornell"
@@ -161,9 +166,9 @@ def exported_bots(bot) -> dict:
     import shutil
     import tempfile
 
-    from torchtutor.chat import export_package as package
-    from torchtutor.chat.export_onnx import export_onnx
-    from torchtutor.chat.export_template import Chatbot
+    from torchtutor.chat.export import package as package
+    from torchtutor.chat.export.onnx import export_onnx
+    from torchtutor.chat.export.template import Chatbot
 
     out = {}
     folder = Path(tempfile.mkdtemp(prefix="chat-infer-export-"))

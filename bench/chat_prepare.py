@@ -24,7 +24,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from torchtutor.chat.prepare import PrepareConfig, prepare_folder
+from torchtutor.chat.data.prepare import PrepareConfig, prepare_folder
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH, MIN_COUNT = 10, 3

@@ -34,8 +34,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from torchtutor.chat import rerank
-from torchtutor.chat.decode import (
+from torchtutor.chat.data.vocab import EOS
+from torchtutor.chat.evaluate import relevance, reply_measures, split_pairs, teacher_forced_loss
+from torchtutor.chat.infer import rerank
+from torchtutor.chat.infer.decode import (
     BEST_DECODING,
     DEFAULT_BATCH,
     DecodeOptions,
@@ -45,8 +47,6 @@ from torchtutor.chat.decode import (
     prepare_input,
     reply_batch,
 )
-from torchtutor.chat.evaluate import relevance, reply_measures, split_pairs, teacher_forced_loss
-from torchtutor.chat.vocab import EOS
 
 
 def describe(options: DecodeOptions) -> str:

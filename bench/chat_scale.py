@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from torchtutor.chat.config import PrepareConfig  # noqa: E402
-from torchtutor.chat.corpus import escape_field, read_cornell  # noqa: E402
+from torchtutor.chat.data.corpus import escape_field, read_cornell  # noqa: E402
 
 
 def write_repeated(folder: Path, out: Path, times: int) -> int:

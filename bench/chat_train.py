@@ -29,8 +29,8 @@ from types import SimpleNamespace
 import torch
 
 from torchtutor.chat.config import DEFAULT, TUTORIAL, TrainConfig
-from torchtutor.chat.prepare import prepare_data
-from torchtutor.chat.train import train
+from torchtutor.chat.data.prepare import prepare_data
+from torchtutor.chat.train.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10**9  # an eval/checkpoint cadence that never comes

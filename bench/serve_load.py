@@ -235,7 +235,7 @@ def ensure_run(args: argparse.Namespace) -> Path:
 
 
 def chatterbot_questions() -> list[str]:
-    from torchtutor.chat.corpus import load_corpus
+    from torchtutor.chat.data.corpus import load_corpus
 
     return [pair.query for pair in load_corpus("chatterbot").pairs]
 

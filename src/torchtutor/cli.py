@@ -254,7 +254,7 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 def _decoder_options(p: argparse.ArgumentParser) -> None:
     # Every default is None: unset options take the default decoder's values (chat.decode
     # BEST_DECODING for a run with a backward model, else plain greedy), shown in the help.
-    from torchtutor.chat.options import BEST_DECODING as best
+    from torchtutor.chat.infer.options import BEST_DECODING as best
 
     g = p.add_argument_group(
         "decoding", "Default: beam search's hypotheses plus sampled replies, reranked by "
@@ -475,7 +475,8 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the heatmap image to write (required)")
     _device(p)
-    _handler(p, "torchtutor.chat.attention:main", "torchtutor.chat.attention:AttentionConfig")
+    _handler(p, "torchtutor.chat.attention_map:main",
+             "torchtutor.chat.attention_map:AttentionConfig")
 
     p = cmds.add_parser("export", help="a self-contained chatbot for plain torch")
     _export_options(p, "PATH", "the folder to write (a file for --format torchscript)",
@@ -483,7 +484,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                     "(default); onnx: ONNX graphs for onnxruntime (pip install "
                     "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
                     "by PyTorch; for older deployments)")
-    _handler(p, "torchtutor.chat.export:main", "torchtutor.runtime.export:ExportConfig")
+    _handler(p, "torchtutor.chat.export.command:main", "torchtutor.runtime.export:ExportConfig")
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -560,7 +561,7 @@ def chat_train_config(args: argparse.Namespace):
     --tutorial-compat implies --recipe tutorial. A length flag replaces the file's or the
     recipe's length (a time budget alone: the lr decay spans the budget).
     """
-    from torchtutor.chat.train import stored_config
+    from torchtutor.chat.train.run import stored_config
 
     changes = _given(args, DEFAULT, lengths=LENGTH)
     out = Path(args.out)
@@ -622,7 +623,7 @@ DECODING_ALIASES = {"method": "decoder"}
 
 def decoding_given(args: argparse.Namespace) -> dict[str, Any]:
     """The DecodeOptions fields the decoding flags set (flags left out are None)."""
-    from torchtutor.chat.options import PLAIN_DECODING
+    from torchtutor.chat.infer.options import PLAIN_DECODING
 
     return flag_changes(args, PLAIN_DECODING, DECODING_ALIASES)
 
@@ -630,7 +631,7 @@ def decoding_given(args: argparse.Namespace) -> dict[str, Any]:
 def _decoding(args: argparse.Namespace) -> Any:
     """--run's decoder: the default one for the run (chat.options), with the flags given on
     top, checked (one-line errors)."""
-    from torchtutor.chat.options import resolve_options
+    from torchtutor.chat.infer.options import resolve_options
     from torchtutor.chat.run_dir import has_backward
 
     return resolve_options(decoding_given(args), has_backward(args.run))
@@ -661,7 +662,7 @@ def _chat_evaluate(args: argparse.Namespace) -> int:
 
 
 def _chat_serve(args: argparse.Namespace) -> int:
-    from torchtutor.chat import serve
+    from torchtutor.chat.serve import app as serve
 
     return serve.main(serve.ServeConfig(
         run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
@@ -693,11 +694,11 @@ def _train_command(build_config: Callable[[argparse.Namespace], Any],
 
 
 _vision_train = _train_command(vision_train_config, "torchtutor.vision.train")
-_chat_train = _train_command(chat_train_config, "torchtutor.chat.train")
+_chat_train = _train_command(chat_train_config, "torchtutor.chat.train.run")
 
 
 def _chat_prepare(args: argparse.Namespace) -> int:
-    from torchtutor.chat import prepare
+    from torchtutor.chat.data import prepare
 
     config = replace_nested(DEFAULT.data, flag_changes(args, DEFAULT.data))
     return prepare.main(config, args.out, text_files=args.text_files)

@@ -49,7 +49,7 @@ def train_demo(config: DemoConfig) -> None:
     model (reply -> query) for the default decoder's MMI reranking, each with half the budget."""
     from torchtutor.chat.config import DEMO
     from torchtutor.chat.run_dir import LAST
-    from torchtutor.chat.train import backward_config, train
+    from torchtutor.chat.train.run import backward_config, train
 
     out = Path(config.out)
     budget = config.time_budget
@@ -77,7 +77,7 @@ def train_demo(config: DemoConfig) -> None:
 
 
 def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
-    from torchtutor.chat.decode import default_options, reply_batch
+    from torchtutor.chat.infer.decode import default_options, reply_batch
     from torchtutor.chat.talk import format_reply, ranking
 
     options = default_options(bot.backward is not None)
@@ -88,7 +88,7 @@ def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
 
 
 def run_demo(config: DemoConfig, interactive: bool) -> None:
-    from torchtutor.chat.decode import default_options
+    from torchtutor.chat.infer.decode import default_options
     from torchtutor.chat.run_dir import load_trained
     from torchtutor.chat.talk import talk_in_terminal
     from torchtutor.runtime.device import resolve_device

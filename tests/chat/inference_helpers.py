@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from torchtutor.chat.batches import index_pairs, make_batch
+from torchtutor.chat.data.batches import index_pairs, make_batch
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.data.vocab import EOS, Vocab
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.text import normalize
-from torchtutor.chat.vocab import EOS, Vocab
 
 SENTENCES = ["hello there !", "how are you ?", "i am fine thank you .", "what is your name ?",
              "my name is bot .", "good bye", "are you a robot ?", "yes i am .",
@@ -153,7 +153,7 @@ def tiny_run(has_unk: bool = True) -> Path:
         from dataclasses import replace
 
         from torchtutor.chat.config import TUTORIAL, ModelConfig, PrepareConfig
-        from torchtutor.chat.train import train
+        from torchtutor.chat.train.run import train
 
         out = Path(tempfile.mkdtemp(prefix="torchtutor-inference-")) / "run"
         config = replace(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from torchtutor.chat.decode import DecodeOptions, Reply
+from torchtutor.chat.infer.decode import DecodeOptions, Reply
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {"hello", "there", "how", "are", "you", "i", "am", "fine", "?", "!", "."}
@@ -153,7 +153,7 @@ def fake_server_command(port: int, delay: float = 0.0, max_batch: int = 64,
 
 
 def _main() -> None:
-    from torchtutor.chat.serve import ServerLimits, create_app, run_server
+    from torchtutor.chat.serve.app import ServerLimits, create_app, run_server
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

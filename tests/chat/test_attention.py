@@ -5,8 +5,8 @@ import torch
 
 from tests.chat.inference_helpers import tiny_run, trained_tiny_bot
 from torchtutor import cli
-from torchtutor.chat.attention import attention_map, plot_attention
-from torchtutor.chat.decode import reply_batch
+from torchtutor.chat.attention_map import attention_map, plot_attention
+from torchtutor.chat.infer.decode import reply_batch
 from torchtutor.runtime.errors import UserError
 
 

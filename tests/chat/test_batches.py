@@ -3,8 +3,8 @@ import itertools
 import pytest
 import torch
 
-from torchtutor.chat.batches import BatchStream, index_pairs, make_batch
-from torchtutor.chat.vocab import EOS, PAD, UNK, Vocab
+from torchtutor.chat.data.batches import BatchStream, index_pairs, make_batch
+from torchtutor.chat.data.vocab import EOS, PAD, UNK, Vocab
 from torchtutor.runtime.errors import UserError
 
 

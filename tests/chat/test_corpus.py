@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-import torchtutor.chat.corpus as corpus_mod
-from torchtutor.chat.corpus import (
+import torchtutor.chat.data.corpus as corpus_mod
+from torchtutor.chat.data.corpus import (
     Pair,
     escape_field,
     load_corpus,

@@ -15,16 +15,16 @@ from tests.chat.inference_helpers import (
     probability_table,
     tiny_bot,
 )
-from torchtutor.chat.decode import (
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.data.vocab import EOS, SOS, UNK
+from torchtutor.chat.infer.decode import (
     DecodeOptions,
     beam_search,
     greedy_search,
     prepare_input,
     reply_batch,
 )
-from torchtutor.chat.display import display_text
-from torchtutor.chat.text import normalize
-from torchtutor.chat.vocab import EOS, SOS, UNK
+from torchtutor.chat.infer.display import display_text
 from torchtutor.runtime.errors import UserError
 
 SPECIAL_NAMES = {"PAD", "SOS", "EOS", "UNK"}
@@ -255,7 +255,7 @@ def test_int8_weights_keep_the_fitted_replies_and_survive_bad_input():
     import copy
 
     from tests.chat.inference_helpers import SENTENCES, trained_tiny_bot
-    from torchtutor.chat.decode import quantize_int8
+    from torchtutor.chat.infer.decode import quantize_int8
 
     bot = trained_tiny_bot()
     fast = copy.copy(bot)
@@ -274,7 +274,7 @@ def test_sampling_shortlist_draws_from_the_same_distribution(spread):
     """`_sample_tokens` samples from at most SHORTLIST words when that is exact; the draws
     follow the full top-p distribution (`_filter_for_sampling`) either way, and a flat one
     that reaches beyond the shortlist still reaches all of its words."""
-    from torchtutor.chat.decode import SHORTLIST, _filter_for_sampling, _sample_tokens
+    from torchtutor.chat.infer.decode import SHORTLIST, _filter_for_sampling, _sample_tokens
 
     vocab = 3 * SHORTLIST
     generator = torch.Generator().manual_seed(0)

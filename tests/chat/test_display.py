@@ -2,8 +2,8 @@
 
 import pytest
 
-from torchtutor.chat.display import display_text
-from torchtutor.chat.text import normalize, tokenize
+from torchtutor.chat.data.text import normalize, tokenize
+from torchtutor.chat.infer.display import display_text
 
 
 @pytest.mark.parametrize("english", [

@@ -7,7 +7,8 @@ import pytest
 
 from tests.chat.inference_helpers import SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor import cli
-from torchtutor.chat.decode import DecodeOptions
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.data.vocab import EOS
 from torchtutor.chat.evaluate import (
     distinct_n,
     evaluate_pairs,
@@ -17,8 +18,7 @@ from torchtutor.chat.evaluate import (
     teacher_forced_loss,
     unique_replies,
 )
-from torchtutor.chat.text import normalize
-from torchtutor.chat.vocab import EOS
+from torchtutor.chat.infer.decode import DecodeOptions
 from torchtutor.runtime.errors import UserError
 
 PAIRS = [(normalize(q), normalize(r)) for q, r in zip(SENTENCES, SENTENCES[1:], strict=False)]
@@ -145,8 +145,8 @@ def test_the_held_out_pairs_are_the_token_store_training_read(tmp_path):
     import shutil
 
     from torchtutor.chat import run_dir as rd
+    from torchtutor.chat.data.prepare import load_prepared
     from torchtutor.chat.evaluate import split_pairs
-    from torchtutor.chat.prepare import load_prepared
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run(), run)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
-from torchtutor.chat.decode import reply_batch
-from torchtutor.chat.export import character_table, export_chatbot, save_exported
-from torchtutor.chat.text import normalize
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.export.command import character_table, export_chatbot, save_exported
+from torchtutor.chat.infer.decode import reply_batch
 
 # A Python str with a lone surrogate cannot even be handed to TorchScript (it is not valid
 # UTF-8); everything else must work.

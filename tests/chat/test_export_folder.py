@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run
-from torchtutor.chat.decode import load_bot, reply_batch
-from torchtutor.chat.export_graphs import ExportEncoder
-from torchtutor.chat.export_package import PROGRAM, check_folder, standalone_program
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.export.graphs import ExportEncoder
+from torchtutor.chat.export.package import PROGRAM, check_folder, standalone_program
+from torchtutor.chat.infer.decode import load_bot, reply_batch
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.text import normalize
 from torchtutor.runtime.errors import UserError
 
 # A Python str with a lone surrogate cannot be written to a pipe as UTF-8; the others can.
@@ -126,7 +126,7 @@ def test_aoti_folder_replies_like_chat_reply_exact(aoti_folder, tmp_path):
     exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
     assert len({r.text for r in exact}) > 1
     assert _run_copy(aoti_folder, tmp_path, texts) == [r.text for r in exact]
-    from torchtutor.chat.export_template import Chatbot
+    from torchtutor.chat.export.template import Chatbot
 
     scores = [r["score"] for r in Chatbot(str(aoti_folder)).replies(texts)]
     assert len(set(scores)) > 20   # scores differ by input: a real check of the numbers
@@ -152,7 +152,7 @@ def test_onnx_export_replies_like_chat_reply_exact(tmp_path):
     out = tmp_path / "onnx-bot"
     assert cli.main(["chat", "export", "--run", str(run), "--out", str(out),
                      "--format", "onnx"]) == 0
-    from torchtutor.chat.export_template import Chatbot
+    from torchtutor.chat.export.template import Chatbot
 
     texts = _queries(run, 60)
     exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
@@ -168,7 +168,7 @@ def test_onnx_export_replies_like_chat_reply_exact(tmp_path):
 def test_aoti_export_of_a_tutorial_compat_run(tmp_path):
     # Unmasked attention once crashed AOTInductor's attention-fusion pass (torch 2.13).
     from torchtutor import cli
-    from torchtutor.chat.export_template import Chatbot
+    from torchtutor.chat.export.template import Chatbot
 
     run = tiny_run(has_unk=False)
     out = tmp_path / "compat-bot"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_bot, trained_tiny_bot
-from torchtutor.chat.decode import (
+from torchtutor.chat.infer.decode import (
     CHECK_MARGIN,
     DecodeOptions,
     attach_int8_draft,

@@ -8,7 +8,7 @@ from torch.ao.nn.quantized import dynamic as nnqd
 from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from torchtutor.chat.int8 import DirectInt8GRU, DirectInt8Linear, quantize_int8
+from torchtutor.chat.fast.int8 import DirectInt8GRU, DirectInt8Linear, quantize_int8
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from torchtutor.chat.data.vocab import PAD, SOS
 from torchtutor.chat.model import ModelConfig, Seq2Seq, decoder_layer_sources
-from torchtutor.chat.vocab import PAD, SOS
 
 VOCAB, HIDDEN = 23, 16
 

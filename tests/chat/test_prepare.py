@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from torchtutor.chat.batches import BatchStream, index_pairs
-from torchtutor.chat.corpus import Pair, write_pairs_file
-from torchtutor.chat.prepare import (
+from torchtutor.chat.data.batches import BatchStream, index_pairs
+from torchtutor.chat.data.corpus import Pair, write_pairs_file
+from torchtutor.chat.data.prepare import (
     PrepareConfig,
     load_prepared,
     prepare_data,
@@ -266,8 +266,8 @@ def test_streamed_split_is_split_conversations_and_inputs_stream_alike(tmp_path)
 def test_small_reads_and_a_small_memo_write_the_same_folder(tmp_path, monkeypatch):
     # The normalization memo forgets (two generations of 3 texts) and the file is read in
     # 50-byte blocks: the prepared files are byte for byte those of the default sizes.
-    import torchtutor.chat.corpus as corpus_mod
-    import torchtutor.chat.prepare as prepare_mod
+    import torchtutor.chat.data.corpus as corpus_mod
+    import torchtutor.chat.data.prepare as prepare_mod
 
     texts = ["Hi!", "Hello there.", "Café, s'il vous plaît?", "no...", "Hi!", "what?", "--"]
     pairs = [Pair(texts[k % 7], texts[(3 * k + 1) % 7], f"c{k // 4}") for k in range(90)]

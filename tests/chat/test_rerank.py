@@ -12,10 +12,10 @@ from tests.chat.inference_helpers import (
     tiny_bot,
     trained_tiny_bot,
 )
-from torchtutor.chat import rerank
-from torchtutor.chat.decode import DecodeOptions, reply_batch
-from torchtutor.chat.text import normalize
-from torchtutor.chat.vocab import EOS
+from torchtutor.chat.data.text import normalize
+from torchtutor.chat.data.vocab import EOS
+from torchtutor.chat.infer import rerank
+from torchtutor.chat.infer.decode import DecodeOptions, reply_batch
 from torchtutor.runtime.errors import UserError
 
 
@@ -133,14 +133,14 @@ def _flags(**given):
 
 def _options(has_backward: bool, **given) -> DecodeOptions:
     """The decoder that `chat reply` with these flags resolves for a run."""
-    from torchtutor.chat.decode import resolve_options
+    from torchtutor.chat.infer.decode import resolve_options
     from torchtutor.cli import decoding_given
 
     return resolve_options(decoding_given(_flags(**given)), has_backward)
 
 
 def test_the_default_decoder_and_greedy_one_flag_away():
-    from torchtutor.chat.decode import BEST_DECODING
+    from torchtutor.chat.infer.decode import BEST_DECODING
     from torchtutor.cli import decoding_given
 
     assert decoding_given(_flags()) == {}
@@ -172,7 +172,7 @@ def test_the_command_line_refuses_bad_decoding_options_in_one_line(flags, tmp_pa
 def test_int8_candidates_still_show_fp32_scores():
     """On the CPU the MMI candidates come from the int8 copies (decode.mmi_models), but the
     score a reply shows is the fp32 forward model's log p(reply | query)."""
-    from torchtutor.chat.decode import attach_int8_draft, mmi_models
+    from torchtutor.chat.infer.decode import attach_int8_draft, mmi_models
 
     bot = trained_tiny_bot()
     torch.manual_seed(1)

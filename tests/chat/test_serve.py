@@ -23,9 +23,9 @@ from tests.chat.serve_support import (
     stop_server,
     tiny_run,
 )
-from torchtutor.chat.batcher import MicroBatcher, Overloaded, ShuttingDown
-from torchtutor.chat.decode import DecodeOptions
-from torchtutor.chat.serve import MAX_TEXT_CHARS, create_app, load_replier
+from torchtutor.chat.infer.decode import DecodeOptions
+from torchtutor.chat.serve.app import MAX_TEXT_CHARS, create_app, load_replier
+from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from torchtutor.cli import main
 
 # --- the micro-batcher on its own -------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_healthz_page_static_files_and_schema(client):
     assert health["status"] == "ok" and health["batching"] is True
     assert health["max_batch"] == 8 and health["model"] == {"run": "stand-in"}
     # the defaults under the API's own names (decoder, not method), the old key for a release
-    from torchtutor.chat.serve import ReplyRequest
+    from torchtutor.chat.serve.app import ReplyRequest
     assert set(ReplyRequest.model_fields) - {"text"} <= set(health["defaults"])
     assert health["defaults"]["decoder"] == health["defaults"]["method"] == "greedy"
     assert "defaults.method" in health["deprecated"]

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from torchtutor.chat.batches import index_pairs
-from torchtutor.chat.corpus import Pair, write_pairs_file
-from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_folder
-from torchtutor.chat.store import HEADER, TokenStore, token_dtype
-from torchtutor.chat.vocab import Vocab
+from torchtutor.chat.data.batches import index_pairs
+from torchtutor.chat.data.corpus import Pair, write_pairs_file
+from torchtutor.chat.data.prepare import PrepareConfig, load_prepared, prepare_folder
+from torchtutor.chat.data.store import HEADER, TokenStore, token_dtype
+from torchtutor.chat.data.vocab import Vocab
 from torchtutor.runtime.errors import UserError
 
 

@@ -6,7 +6,7 @@ import json
 
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor import cli
-from torchtutor.chat.decode import DecodeOptions, reply_batch
+from torchtutor.chat.infer.decode import DecodeOptions, reply_batch
 from torchtutor.chat.reply import reply_lines
 from torchtutor.chat.talk import format_reply, ranking, talk
 
@@ -168,7 +168,7 @@ def test_a_reply_with_no_words_is_shown_as_such():
 
 
 def test_exact_and_int8_choose_the_weights(monkeypatch, capsys):
-    from torchtutor.chat import decode
+    from torchtutor.chat.infer import decode
 
     seen = []
     real = decode.load_bot

@@ -4,7 +4,7 @@ import random
 import re
 import unicodedata
 
-from torchtutor.chat.text import normalize, normalize_many, tokenize, unicode_to_ascii
+from torchtutor.chat.data.text import normalize, normalize_many, tokenize, unicode_to_ascii
 
 
 def notes_normalize(s: str) -> str:

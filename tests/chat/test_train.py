@@ -16,12 +16,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.batches import index_pairs, make_batch
 from torchtutor.chat.config import TUTORIAL
+from torchtutor.chat.data.batches import index_pairs, make_batch
+from torchtutor.chat.data.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.run_dir import load_trained
-from torchtutor.chat.train import (
+from torchtutor.chat.train.run import (
     Objective,
     TrainConfig,
     lr_factor,
@@ -358,7 +358,7 @@ def test_validation_loss_is_finite_and_logged(tmp_path):
 
 
 def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkeypatch):
-    from torchtutor.chat import train as train_module
+    from torchtutor.chat.train import run as train_module
     from torchtutor.runtime import threads as threads_module
 
     made: list[tuple[int, list[int]]] = []
@@ -386,7 +386,7 @@ def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkey
 
 
 def test_patience_stops_early_and_keep_checkpoints_keeps_the_latest(tmp_path, monkeypatch):
-    from torchtutor.chat import train as train_module
+    from torchtutor.chat.train import run as train_module
 
     losses = iter([5.0, 4.0, 4.5, 4.6, 4.7, 4.8])   # the best at step 2, then worse twice
     monkeypatch.setattr(train_module, "validation_loss", lambda *args: next(losses))

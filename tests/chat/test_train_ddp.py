@@ -83,8 +83,8 @@ def test_weights_move_more_than_the_tolerance(runs, tmp_path):
 def test_uneven_token_counts_are_normalized_globally(runs):
     """Without the per-rank loss scale DDP would average two per-rank means: check that the
     ranks' token counts did differ, so the equality above depends on the scaling."""
-    from torchtutor.chat.batches import BatchStream, index_pairs
-    from torchtutor.chat.prepare import PrepareConfig, prepare_data
+    from torchtutor.chat.data.batches import BatchStream, index_pairs
+    from torchtutor.chat.data.prepare import PrepareConfig, prepare_data
 
     data = prepare_data(PrepareConfig(corpus="chatterbot", min_count=1))
     indexed = index_pairs(data.splits["train"], data.vocab)

@@ -11,13 +11,13 @@ import torch
 
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.batches import BatchStream, index_pairs
 from torchtutor.chat.config import TUTORIAL
+from torchtutor.chat.data.batches import BatchStream, index_pairs
+from torchtutor.chat.data.prepare import PrepareConfig, load_prepared, prepare_folder
+from torchtutor.chat.data.store import TokenStore
 from torchtutor.chat.evaluate import split_pairs
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_folder
-from torchtutor.chat.store import TokenStore
-from torchtutor.chat.train import (
+from torchtutor.chat.train.run import (
     Objective,
     make_optimizers,
     make_schedulers,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from torchtutor.chat.vocab import EOS, PAD, SOS, UNK, Vocab
+from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK, Vocab
 from torchtutor.runtime.errors import UserError
 
 

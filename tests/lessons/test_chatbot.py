@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from tests.lessons.lesson_runs import lesson_stdout, shown
-from torchtutor.chat.batches import index_pairs, make_batch
-from torchtutor.chat.corpus import read_cornell
-from torchtutor.chat.decode import greedy_search, prepare_input
-from torchtutor.chat.display import display_text
+from torchtutor.chat.data.batches import index_pairs, make_batch
+from torchtutor.chat.data.corpus import read_cornell
+from torchtutor.chat.data.vocab import EOS, PAD, UNK
+from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.infer.display import display_text
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.vocab import EOS, PAD, UNK
 from torchtutor.lessons import chatbot
 
 CPU = torch.device("cpu")

@@ -114,7 +114,7 @@ def test_stale_temporaries_are_removed_at_the_next_save(tmp_path):
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_written_files_get_the_users_umask_not_0600(tmp_path, umask):
-    from torchtutor.chat.prepare import PrepareConfig, prepare_folder
+    from torchtutor.chat.data.prepare import PrepareConfig, prepare_folder
 
     old = os.umask(umask)
     try:

@@ -25,11 +25,11 @@ from typing import Any
 import sacrebleu
 import torch
 
-from torchtutor.chat.batches import index_pairs, make_batch
-from torchtutor.chat.decode import DecodeOptions, load_bot, reply_batch
-from torchtutor.chat.rerank import sequence_log_probs
-from torchtutor.chat.text import normalize_many, tokenize
-from torchtutor.chat.vocab import EOS
+from torchtutor.chat.data.batches import index_pairs, make_batch
+from torchtutor.chat.data.text import normalize_many, tokenize
+from torchtutor.chat.data.vocab import EOS
+from torchtutor.chat.infer.decode import DecodeOptions, load_bot, reply_batch
+from torchtutor.chat.infer.rerank import sequence_log_probs
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.progress import progress, waiting
 from torchtutor.runtime.report import rounded
@@ -145,7 +145,7 @@ def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOp
 def corpus_pairs(spec: str, max_length: int) -> tuple[list[tuple[str, str]], int]:
     """Normalized pairs of another corpus that fit the run's length limit; and how many did not
     (the model never saw longer sentences, so they would say little about it)."""
-    from torchtutor.chat.corpus import nothing_usable, open_corpus
+    from torchtutor.chat.data.corpus import nothing_usable, open_corpus
 
     stream = open_corpus(spec)
     read = list(progress(stream, desc="evaluate: read", unit="pair"))
@@ -167,9 +167,9 @@ def split_pairs(run_dir: str, config: dict, split: str) -> list[tuple[str, str]]
     RUN_DIR/data, where a corpus was prepared for the run, or the prepared folder named as
     its corpus (a backward model's is its forward run's data). A run whose data folder is
     gone gets its corpus prepared again with its saved settings (deterministic)."""
-    from torchtutor.chat.prepare import PrepareConfig, load_prepared, prepare_data
-    from torchtutor.chat.store import is_store
-    from torchtutor.chat.train_data import RUN_DATA
+    from torchtutor.chat.data.prepare import PrepareConfig, load_prepared, prepare_data
+    from torchtutor.chat.data.store import is_store
+    from torchtutor.chat.data.train_data import RUN_DATA
 
     data_config = config.get("data")
     folders = [Path(run_dir) / RUN_DATA]

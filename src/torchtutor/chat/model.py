@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from torchtutor.chat.config import ModelConfig  # re-exported: the model's config
-from torchtutor.chat.vocab import SOS
+from torchtutor.chat.data.vocab import SOS
 
 
 def decoder_layer_sources(encoder_layers: int, decoder_layers: int) -> list[int]:

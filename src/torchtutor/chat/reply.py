@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from torchtutor.chat.decode import (
+from torchtutor.chat.infer.decode import (
     DEFAULT_BATCH,
     DecodeOptions,
     load_bot,

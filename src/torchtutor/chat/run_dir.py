@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from torchtutor.chat.config import ModelConfig, TrainConfig
+from torchtutor.chat.data.vocab import Vocab
 from torchtutor.chat.model import Seq2Seq
-from torchtutor.chat.vocab import Vocab
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
 from torchtutor.runtime.config import to_dict
 from torchtutor.runtime.errors import UserError

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from torchtutor.chat.decode import DecodeOptions, load_bot, notices, reply_batch
+from torchtutor.chat.infer.decode import DecodeOptions, load_bot, notices, reply_batch
 
 QUIT_WORDS = ("q", "quit")
 

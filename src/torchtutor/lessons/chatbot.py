@@ -22,21 +22,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from torchtutor.chat.batches import index_pairs, make_batch
-from torchtutor.chat.corpus import (
+from torchtutor.chat.data.batches import index_pairs, make_batch
+from torchtutor.chat.data.corpus import (
     Corpus,
     chatterbot_english_dir,
     load_corpus,
     read_pairs_file,
     write_pairs_file,
 )
-from torchtutor.chat.decode import greedy_search, prepare_input
-from torchtutor.chat.display import display_text
+from torchtutor.chat.data.prepare import PrepareConfig, PreparedData, prepare_data
+from torchtutor.chat.data.text import normalize, tokenize, unicode_to_ascii
+from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK, Vocab
+from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.infer.display import display_text
 from torchtutor.chat.model import LuongAttention, ModelConfig, Seq2Seq
-from torchtutor.chat.prepare import PrepareConfig, PreparedData, prepare_data
-from torchtutor.chat.text import normalize, tokenize, unicode_to_ascii
-from torchtutor.chat.train import Objective
-from torchtutor.chat.vocab import EOS, PAD, SOS, UNK, Vocab
+from torchtutor.chat.train.run import Objective
 from torchtutor.lessons.narration import Narrator
 from torchtutor.lessons.runner import LessonConfig, run_lesson
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -382,7 +382,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     n.step("Load & Preprocess Data: a look at the original format", "The raw file, as "
            "printLines shows it. Cornell's movie_lines.txt holds lineID, characterID, movieID, "
            "character name and text, split by ' +++$+++ ', in iso-8859-1; ChatterBot's files "
-           "are YAML lists of conversations.", real="torchtutor.chat.corpus")
+           "are YAML lists of conversations.", real="torchtutor.chat.data.corpus")
     data = load_lesson_corpus(corpus, max_lines)
     n.show("file", data.raw_file)
     n.show("read", data.sliced)
@@ -391,7 +391,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     n.step("Create formatted data file", "loadLinesAndConversations and extractSentencePairs: "
            "consecutive lines of a conversation become (query, reply) pairs, written one pair a "
            "line, tab-separated. torchtutor escapes tabs and newlines inside a text, so every "
-           "pair reads back.", real="torchtutor.chat.corpus (read_cornell, write_pairs_file)")
+           "pair reads back.", real="torchtutor.chat.data.corpus (read_cornell, write_pairs_file)")
     lines, pairs_back = formatted_file_lines(data.corpus)
     n.show("pairs", len(data.corpus.pairs))
     n.show("sample lines from the file", "\n".join(repr(line) for line in lines))
@@ -399,18 +399,18 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
 
     n.step("Load and trim data: the Voc class", "A vocabulary maps words to indexes and "
            "counts them. Indexes 0, 1, 2 are PAD, SOS and EOS as in the notes; torchtutor adds "
-           "UNK at 3 for words it does not know.", real="torchtutor.chat.vocab.Vocab")
+           "UNK at 3 for words it does not know.", real="torchtutor.chat.data.vocab.Vocab")
     n.show("PAD_token, SOS_token, EOS_token, UNK", (PAD, SOS, EOS, UNK))
 
     n.step("unicodeToAscii and normalizeString", "Unicode to ASCII (accents dropped), "
            "lowercase, a space before each of . ! ?, every other non-letter becomes a space.",
-           real="torchtutor.chat.text (unicode_to_ascii, normalize)")
+           real="torchtutor.chat.data.text (unicode_to_ascii, normalize)")
     for raw, ascii_text, normalized in normalization_examples(data.corpus):
         n.show(repr(raw), f"{ascii_text!r} -> {normalized!r}")
 
     n.step("Filter pairs: MAX_LENGTH", f"Keep pairs whose sides both have fewer than "
            f"{MAX_LENGTH} words, then count the words of what is left.",
-           real="torchtutor.chat.prepare.prepare_data")
+           real="torchtutor.chat.data.prepare.prepare_data")
     counts = filter_and_count(data.corpus)
     stats = data.prepared.stats
     n.show("Read sentence pairs", counts["read"])
@@ -422,7 +422,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
 
     n.step("Trim rare words: MIN_COUNT", f"Words seen fewer than {MIN_COUNT} times are "
            "dropped, and so is every pair holding one: a smaller vocabulary trains faster.",
-           real="torchtutor.chat.vocab.Vocab.trim, chat.prepare (--min-count, --oov)")
+           real="torchtutor.chat.data.vocab.Vocab.trim, chat.prepare (--min-count, --oov)")
     n.show("keep_words", f"{counts['kept_words']} / {counts['counted']} = "
            f"{counts['kept_words'] / counts['counted']:.4f}")
     n.show("Trimmed from pairs", f"{counts['short']} to {counts['kept_pairs']}, "
@@ -434,7 +434,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     n.show("training pairs (split by conversation)", len(train_pairs))
 
     n.step("Prepare Data for Models: indexesFromSentence", "Each word becomes its index, and "
-           "EOS ends the sentence.", real="torchtutor.chat.batches.index_pairs")
+           "EOS ends the sentence.", real="torchtutor.chat.data.batches.index_pairs")
     example = train_pairs[0][0]
     n.show(repr(example), index_pairs([(example, example)], vocab)[0][0])
 
@@ -442,7 +442,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "longest first, padded with zeros (PAD) and transposed to (max_length, "
            "batch_size), so indexing the first dimension gives one time step of every "
            "sentence. The mask is 1 on real target tokens and 0 on padding.",
-           real="torchtutor.chat.batches.make_batch")
+           real="torchtutor.chat.data.batches.make_batch")
     small = make_batch(index_pairs(pick_small_batch(train_pairs), vocab))
     n.show("input_variable (max_length, batch_size)", small.inputs)
     n.show("lengths", small.lengths)
@@ -525,7 +525,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "backpropagate the sum of each time step's mean instead, which weighs a late step "
            "holding one token like an early one holding many; torchtutor takes the mean over "
            "all real tokens (--tutorial-compat restores the notes' sum).",
-           real="torchtutor.chat.train.Objective")
+           real="torchtutor.chat.train.run.Objective")
     losses = masked_losses(model, small)
     n.show("by hand: -log(gather(softmax)).masked_select(mask).mean()", f"{losses['by_hand']:.6f}")
     n.show("F.nll_loss on the masked positions", f"{losses['library']:.6f}")
@@ -537,7 +537,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "guesses are not the targets, so from the second step on the decoder sees other "
            "words and the loss changes. The notes draw one choice per batch (ratio 1.0 "
            "always forces).",
-           real="torchtutor.chat.train (--teacher-forcing RATIO)")
+           real="torchtutor.chat.train.run (--teacher-forcing RATIO)")
     forcing = demo_teacher_forcing(model, small)
     n.show("second step's inputs, teacher forcing on",
            " ".join(vocab.index2word[i] for i in forcing["true_words"]))
@@ -549,7 +549,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "gradients down in place when their total norm exceeds the limit (the notes clip "
            "the encoder's and the decoder's separately at 50). Norms under the limit stay as "
            "they are; with a limit of half the smaller norm, both end at the limit.",
-           real="torchtutor.chat.train.train_step (--clip)")
+           real="torchtutor.chat.train.run.train_step (--clip)")
     clipped = demo_clipping(model, small)
     for name in ("notes", "small"):
         c = clipped[name]
@@ -572,7 +572,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "the decoder from SOS, and at every step take the most likely word and its softmax "
            "score, feeding the word back in. The notes run all MAX_LENGTH steps and keep the "
            "words after EOS; decoding stops at EOS here, as torchtutor's greedy_search does "
-           "(which gives the same words).", real="torchtutor.chat.decode.greedy_search")
+           "(which gives the same words).", real="torchtutor.chat.infer.decode.greedy_search")
     query = train_pairs[0][0]
     greedy = greedy_by_hand(model, vocab, query)
     n.show("input", repr(query))
@@ -583,7 +583,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
 
     n.step("Evaluate my text", "Input is normalized as in training. The notes stop with "
            "'Error: Encountered unknown word.' on a word outside the vocabulary; torchtutor "
-           "reads it as UNK and says so.", real="torchtutor.chat.decode.prepare_input, "
+           "reads it as UNK and says so.", real="torchtutor.chat.infer.decode.prepare_input, "
            "torchtutor chat talk / chat reply")
     prepared = prepare_input(vocab, f"{query} zyzzyva", MAX_LENGTH)
     n.show("words", prepared.words)

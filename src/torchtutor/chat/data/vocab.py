@@ -5,7 +5,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 
-from torchtutor.chat.text import tokenize
+from torchtutor.chat.data.text import tokenize
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 

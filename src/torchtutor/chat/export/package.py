@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
-from torchtutor.chat import display, export_template, text
-from torchtutor.chat.export_graphs import export_programs
-from torchtutor.chat.vocab import EOS, SOS
+from torchtutor.chat.data import text
+from torchtutor.chat.data.vocab import EOS, SOS
+from torchtutor.chat.export import template as export_template
+from torchtutor.chat.export.graphs import export_programs
+from torchtutor.chat.infer import display
 from torchtutor.runtime import export as runtime_export
 from torchtutor.runtime import exported
 from torchtutor.runtime.errors import UserError
@@ -162,7 +164,7 @@ def sample_inputs(bot: Any, count: int = 24) -> list[list[int]]:
 def check_folder(bot: Any, folder: Path, settings: dict) -> None:
     """Run the written graphs (through chatbot.py's own loader) on real inputs, batched with
     padding and one by one, against the eager fp32 model; a UserError if they differ."""
-    from torchtutor.chat.decode import encode_ids, greedy_search
+    from torchtutor.chat.infer.decode import encode_ids, greedy_search
 
     json_path = folder / SETTINGS
     atomic_write_text(json_path, json.dumps(settings))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from torchtutor.chat.prepare import PrepareConfig, prepare_folder, prepared_config
-from torchtutor.chat.store import TokenSplit, TokenStore, is_store
-from torchtutor.chat.vocab import Vocab
+from torchtutor.chat.data.prepare import PrepareConfig, prepare_folder, prepared_config
+from torchtutor.chat.data.store import TokenSplit, TokenStore, is_store
+from torchtutor.chat.data.vocab import Vocab
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.errors import UserError
 

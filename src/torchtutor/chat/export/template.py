@@ -23,9 +23,10 @@ import sys
 
 import torch
 
+from torchtutor.chat.data.text import normalize, tokenize  # export: inline
+
 # The export replaces each line marked "inline" with the source it imports.
-from torchtutor.chat.display import display_text  # export: inline
-from torchtutor.chat.text import normalize, tokenize  # export: inline
+from torchtutor.chat.infer.display import display_text  # export: inline
 from torchtutor.runtime.exported import aoti_graph, onnx_graph  # export: inline
 
 PAD, SOS, EOS, UNK = 0, 1, 2, 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from torchtutor.chat.export_graphs import (
+from torchtutor.chat.export.graphs import (
     ExportDecoderStep,
     ExportEncoder,
     dynamic_shapes,

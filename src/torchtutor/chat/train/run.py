@@ -34,11 +34,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.batches import Batch, BatchStream, PairSource, sorted_batches
 from torchtutor.chat.config import TrainConfig
+from torchtutor.chat.data.batches import Batch, BatchStream, PairSource, sorted_batches
+from torchtutor.chat.data.train_data import TrainingData, data_of_run, open_training_data
+from torchtutor.chat.data.vocab import SOS, Vocab
 from torchtutor.chat.model import Seq2Seq
-from torchtutor.chat.train_data import TrainingData, data_of_run, open_training_data
-from torchtutor.chat.vocab import SOS, Vocab
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime import precision
 from torchtutor.runtime.checkpoint import (

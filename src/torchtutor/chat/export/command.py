@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchtutor.chat.display import PUNCTUATION
-from torchtutor.chat.text import unicode_to_ascii
-from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
+from torchtutor.chat.data.text import unicode_to_ascii
+from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK
+from torchtutor.chat.infer.display import PUNCTUATION
 from torchtutor.runtime.export import ExportConfig
 from torchtutor.runtime.files import atomic_write_bytes, output_file
 
@@ -250,7 +250,7 @@ def _export_torchscript(bot: Any, config: ExportConfig) -> int:
 
 
 def _export_folder(bot: Any, config: ExportConfig) -> int:
-    from torchtutor.chat import export_package as package
+    from torchtutor.chat.export import package
     from torchtutor.runtime.progress import progress
 
     bar = progress(total=4, desc="export", unit="stage")
@@ -264,7 +264,7 @@ def _export_folder(bot: Any, config: ExportConfig) -> int:
             name = package.PACKAGE
             package.compile_aoti(bot.model, folder / name, stage)
         else:
-            from torchtutor.chat.export_onnx import export_onnx
+            from torchtutor.chat.export.onnx import export_onnx
 
             name = package.ONNX_FOLDER
             export_onnx(bot.model, folder / name, stage)
@@ -292,7 +292,7 @@ def main(config: ExportConfig) -> int:
     if config.format == "torchscript":
         output_file(config.out, replaceable=is_previous_export)
     else:
-        from torchtutor.chat.export_package import check_out
+        from torchtutor.chat.export.package import check_out
 
         check_out(config.out)
     bot = load_trained(config.run, torch.device("cpu"), with_backward=False)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 
-from torchtutor.chat.vocab import EOS, SOS
+from torchtutor.chat.data.vocab import EOS, SOS
 
 MAX_BATCH = 1024
 MAX_INPUT = 4096   # the loader cuts inputs to the run's max_length; this only bounds the graph

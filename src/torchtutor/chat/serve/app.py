@@ -2,7 +2,7 @@
 
     POST /api/reply  {"text": ..., optional decoder options} -> {"reply", "unknown_words", ...}
     GET  /healthz    liveness, batching settings and counters
-    GET  /           the chat page (static HTML/CSS/JS from chat/static, no build step)
+    GET  /           the chat page (static HTML/CSS/JS from chat/serve/static, no build step)
     GET  /docs, /redoc, /openapi.json   the API's schema and its pages (assets served here)
 
 The model is loaded once; every request goes through one `MicroBatcher`, which decodes
@@ -50,15 +50,15 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from torchtutor.chat import decode
-from torchtutor.chat.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
-from torchtutor.chat.decode import (
+from torchtutor.chat.infer import decode
+from torchtutor.chat.infer.decode import (
     DecodeOptions,
     Reply,
     notices,
     reply_batch,
     resolve_options,
 )
+from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import check_count, check_range
 
@@ -538,7 +538,7 @@ def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str,
     On the CPU the bot carries int8 copies (decode.attach_int8_draft) for MMI's candidates;
     every score it returns is float32's, as the API promises (greedy then runs in float32).
     """
-    from torchtutor.chat.decode import load_bot
+    from torchtutor.chat.infer.decode import load_bot
 
     bot = load_bot(run_dir, device, fp32_scores=True)
     info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),

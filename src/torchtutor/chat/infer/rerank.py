@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from torchtutor.chat.vocab import EOS, PAD
+from torchtutor.chat.data.vocab import EOS, PAD
 from torchtutor.runtime.device import device_of
 
 Hypothesis = tuple[list[int], float]   # token ids (EOS included when reached), log p(r | q)

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from torchtutor.chat.vocab import EOS, PAD, Vocab
+from torchtutor.chat.data.vocab import EOS, PAD, Vocab
 from torchtutor.runtime.errors import UserError
 
 IndexedPair = tuple[list[int], list[int]]

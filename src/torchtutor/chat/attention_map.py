@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from torchtutor.chat.decode import greedy_search, prepare_input
-from torchtutor.chat.display import display_text
-from torchtutor.chat.vocab import EOS
+from torchtutor.chat.data.vocab import EOS
+from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.infer.display import display_text
 from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_bytes, output_file

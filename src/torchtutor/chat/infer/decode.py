@@ -27,10 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchtutor.chat import rerank
-from torchtutor.chat.display import display_text
-from torchtutor.chat.int8 import DraftPolicy, quantize_int8
-from torchtutor.chat.options import (  # noqa: F401  (re-exported: the options live there)
+from torchtutor.chat.data.text import normalize, tokenize
+from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK
+from torchtutor.chat.fast.int8 import DraftPolicy, quantize_int8
+from torchtutor.chat.infer import rerank
+from torchtutor.chat.infer.display import display_text
+from torchtutor.chat.infer.options import (  # noqa: F401  (re-exported: the options live there)
     BEST_DECODING,
     DEFAULT_BATCH,
     MAX_BEAM,
@@ -45,8 +47,6 @@ from torchtutor.chat.options import (  # noqa: F401  (re-exported: the options l
     default_options,
     resolve_options,
 )
-from torchtutor.chat.text import normalize, tokenize
-from torchtutor.chat.vocab import EOS, PAD, SOS, UNK
 from torchtutor.runtime.device import device_of, resolve_device
 from torchtutor.runtime.errors import UserError
 

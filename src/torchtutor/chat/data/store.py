@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from torchtutor.chat.vocab import EOS, Vocab
+from torchtutor.chat.data.vocab import EOS, Vocab
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import current_umask
 

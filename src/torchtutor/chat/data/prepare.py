@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from torchtutor.chat.config import PrepareConfig  # re-exported: the data settings
-from torchtutor.chat.corpus import (
+from torchtutor.chat.data.corpus import (
     Pair,
     PairStream,
     chunked,
@@ -43,9 +43,16 @@ from torchtutor.chat.corpus import (
     read_pairs_file,
     write_pairs_file,
 )
-from torchtutor.chat.store import HEADER, SplitWriter, TokenStore, header, is_store, token_dtype
-from torchtutor.chat.text import normalize_many
-from torchtutor.chat.vocab import UNK, Vocab
+from torchtutor.chat.data.store import (
+    HEADER,
+    SplitWriter,
+    TokenStore,
+    header,
+    is_store,
+    token_dtype,
+)
+from torchtutor.chat.data.text import normalize_many
+from torchtutor.chat.data.vocab import UNK, Vocab
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
 from torchtutor.runtime.progress import progress
