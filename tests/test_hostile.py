@@ -218,7 +218,7 @@ def test_a_corpus_folder_without_read_permission(world, tmp_path, capsys, monkey
 
 def test_nan_weights_mid_run_keep_the_last_finite_checkpoint_and_say_so(
         world, tmp_path, capsys, monkeypatch):
-    import torchtutor.chat.train.run as chat_train
+    import torchtutor.chat.train.loop as chat_train
 
     real = chat_train.train_step
     calls = []

@@ -694,7 +694,7 @@ def _train_command(build_config: Callable[[argparse.Namespace], Any],
 
 
 _vision_train = _train_command(vision_train_config, "torchtutor.vision.train")
-_chat_train = _train_command(chat_train_config, "torchtutor.chat.train.run")
+_chat_train = _train_command(chat_train_config, "torchtutor.chat.train.command")
 
 
 def _chat_prepare(args: argparse.Namespace) -> int:

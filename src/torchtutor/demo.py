@@ -49,7 +49,8 @@ def train_demo(config: DemoConfig) -> None:
     model (reply -> query) for the default decoder's MMI reranking, each with half the budget."""
     from torchtutor.chat.config import DEMO
     from torchtutor.chat.run_dir import LAST
-    from torchtutor.chat.train.run import backward_config, train
+    from torchtutor.chat.train.loop import train
+    from torchtutor.chat.train.run import backward_config
 
     out = Path(config.out)
     budget = config.time_budget

@@ -153,7 +153,7 @@ def tiny_run(has_unk: bool = True) -> Path:
         from dataclasses import replace
 
         from torchtutor.chat.config import TUTORIAL, ModelConfig, PrepareConfig
-        from torchtutor.chat.train.run import train
+        from torchtutor.chat.train.loop import train
 
         out = Path(tempfile.mkdtemp(prefix="torchtutor-inference-")) / "run"
         config = replace(

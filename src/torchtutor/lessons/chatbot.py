@@ -36,7 +36,7 @@ from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK, Vocab
 from torchtutor.chat.infer.decode import greedy_search, prepare_input
 from torchtutor.chat.infer.display import display_text
 from torchtutor.chat.model import LuongAttention, ModelConfig, Seq2Seq
-from torchtutor.chat.train.run import Objective
+from torchtutor.chat.train.objective import Objective
 from torchtutor.lessons.narration import Narrator
 from torchtutor.lessons.runner import LessonConfig, run_lesson
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -525,7 +525,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "backpropagate the sum of each time step's mean instead, which weighs a late step "
            "holding one token like an early one holding many; torchtutor takes the mean over "
            "all real tokens (--tutorial-compat restores the notes' sum).",
-           real="torchtutor.chat.train.run.Objective")
+           real="torchtutor.chat.train.objective.Objective")
     losses = masked_losses(model, small)
     n.show("by hand: -log(gather(softmax)).masked_select(mask).mean()", f"{losses['by_hand']:.6f}")
     n.show("F.nll_loss on the masked positions", f"{losses['library']:.6f}")
@@ -537,7 +537,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "guesses are not the targets, so from the second step on the decoder sees other "
            "words and the loss changes. The notes draw one choice per batch (ratio 1.0 "
            "always forces).",
-           real="torchtutor.chat.train.run (--teacher-forcing RATIO)")
+           real="torchtutor.chat.train.objective (--teacher-forcing RATIO)")
     forcing = demo_teacher_forcing(model, small)
     n.show("second step's inputs, teacher forcing on",
            " ".join(vocab.index2word[i] for i in forcing["true_words"]))
@@ -549,7 +549,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "gradients down in place when their total norm exceeds the limit (the notes clip "
            "the encoder's and the decoder's separately at 50). Norms under the limit stay as "
            "they are; with a limit of half the smaller norm, both end at the limit.",
-           real="torchtutor.chat.train.run.train_step (--clip)")
+           real="torchtutor.chat.train.loop.train_step (--clip)")
     clipped = demo_clipping(model, small)
     for name in ("notes", "small"):
         c = clipped[name]
