@@ -23,7 +23,7 @@ from tests.chat.serve_support import (
     stop_server,
     tiny_run,
 )
-from torchtutor.chat.infer.decode import DecodeOptions
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.chat.serve.app import MAX_TEXT_CHARS, create_app, load_replier
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from torchtutor.cli import main
@@ -262,11 +262,10 @@ def test_healthz_page_static_files_and_schema(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["batching"] is True
     assert health["max_batch"] == 8 and health["model"] == {"run": "stand-in"}
-    # the defaults under the API's own names (decoder, not method), the old key for a release
+    # the defaults under the API's own names (decoder, not method)
     from torchtutor.chat.serve.app import ReplyRequest
-    assert set(ReplyRequest.model_fields) - {"text"} <= set(health["defaults"])
-    assert health["defaults"]["decoder"] == health["defaults"]["method"] == "greedy"
-    assert "defaults.method" in health["deprecated"]
+    assert set(health["defaults"]) == set(ReplyRequest.model_fields) - {"text"}
+    assert health["defaults"]["decoder"] == "greedy"
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import functools
 import gc
 import logging
 import os
@@ -50,14 +49,9 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from torchtutor.chat.infer import decode
-from torchtutor.chat.infer.decode import (
-    DecodeOptions,
-    Reply,
-    notices,
-    reply_batch,
-    resolve_options,
-)
+from torchtutor.chat.infer import options as decode
+from torchtutor.chat.infer.chatbot import Chatbot, Reply, notices
+from torchtutor.chat.infer.options import DecodeOptions, resolve_options
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.options import check_count, check_range
@@ -370,7 +364,6 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
 
     # The server's decoder defaults under the request's field names (decoder, not method).
     api_defaults = {_API_NAMES.get(k, k): v for k, v in dataclasses.asdict(defaults).items()}
-    api_defaults["method"] = defaults.method
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz(request: Request) -> dict[str, Any]:
@@ -380,10 +373,7 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                 "batch_window_ms": batch_window_ms, "queue": batcher.waiting,
                 "in_flight": batcher.in_flight,
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
-                "defaults": api_defaults, "model": info or {},
-                # The old key, for one release: scripts reading defaults.method should move.
-                "deprecated": {"defaults.method": "use defaults.decoder (the API's name); "
-                                                  "defaults.method goes in the next release"}}
+                "defaults": api_defaults, "model": info or {}}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
@@ -533,19 +523,13 @@ class ServeConfig:
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
-    """Load a trained run once; return its decode function and a short description.
-
-    On the CPU the bot carries int8 copies (decode.attach_int8_draft) for MMI's candidates;
-    every score it returns is float32's, as the API promises (greedy then runs in float32).
-    """
-    from torchtutor.chat.infer.decode import load_bot
-
-    bot = load_bot(run_dir, device, fp32_scores=True)
+    """Load a trained run once; return its decode function and a short description."""
+    bot = Chatbot.load(run_dir, device)
     info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),
             "max_length": bot.max_length, "has_unk": bool(bot.vocab.has_unk),
             "device": str(next(bot.model.parameters()).device),
             "has_backward": bot.backward is not None}
-    return functools.partial(reply_batch, bot), info
+    return bot.reply_batch, info
 
 
 def decode_threads(requested: int | None) -> int:

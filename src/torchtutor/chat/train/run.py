@@ -454,15 +454,7 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
                      model=replace(config.model, vocab_size=len(data.vocab)))
     asked = config.data   # the corpus as asked for: config.yaml prepares it again from there
     config = replace(config, data=data.config)
-    # The first optimizer imports torch's compiler: seconds, said as they pass off a terminal.
-    with waiting("building the model", force=None if ctx.is_main else False):
-        model = Seq2Seq(config.model).to(ctx.device)
-        if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
-            with torch.no_grad():
-                model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
-                    data.target_counts(config.direction))))
-        objective = Objective(model)
-        optimizers = make_optimizers(model, config)
+    model, objective, optimizers = _build_model(config, data, ctx)
     state, saved_at = LoopState(), {}
     by_clock = config.schedule_steps is None   # the budget alone: the decay follows the clock
     schedulers = make_schedulers(optimizers, config, (lambda: state.train_seconds
@@ -494,6 +486,20 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
         # Runs bound by the clock re-pick 1 or all CPU threads every RETHREAD_EVERY steps.
         threads=thread_policy(ctx.device, config.time_budget is not None, ctx.world_size,
                               RETHREAD_EVERY))
+
+
+def _build_model(config: TrainConfig, data: TrainingData, ctx: ddp.DistContext,
+                 ) -> tuple[Seq2Seq, Objective, list[torch.optim.Optimizer]]:
+    """The model on its device (its output bias started at the replies' word frequencies),
+    the objective around it and its two optimizers."""
+    # The first optimizer imports torch's compiler: seconds, said as they pass off a terminal.
+    with waiting("building the model", force=None if ctx.is_main else False):
+        model = Seq2Seq(config.model).to(ctx.device)
+        if config.unigram_bias:  # a resumed run overwrites it with its saved weights
+            with torch.no_grad():
+                model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
+                    data.target_counts(config.direction))))
+        return model, Objective(model), make_optimizers(model, config)
 
 
 def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
