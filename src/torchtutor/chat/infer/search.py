@@ -198,7 +198,9 @@ class Beam(Search):
 
     def advance(self, log_probs: Tensor, step: int, last: bool) -> tuple[Tensor, Tensor]:
         batch, k, vocab = self.batch, self.k, log_probs.size(-1)
-        log_probs = log_probs.float() + self.rules.never_emit(vocab, log_probs.device)
+        if step == 0:
+            self.never = self.rules.never_emit(vocab, log_probs.device)
+        log_probs = log_probs.float() + self.never
         steered = self.rules.steer(log_probs, self.history, step)
         totals = (self.search_scores.unsqueeze(2) + steered.view(batch, k, vocab)).view(batch, -1)
         # 2k candidates: even if k of them end in EOS, k live ones remain.
