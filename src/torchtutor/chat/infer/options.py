@@ -21,6 +21,9 @@ MAX_BEAM = 16
 MAX_CANDIDATES = 64
 MAX_NO_REPEAT = 10
 MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
+# The smallest temperature float32 holds: the decoder divides float32 logits by it, and a
+# smaller one (5e-324, say) rounds to 0 there, so that 0/0 gives NaN probabilities.
+MIN_TEMPERATURE = 2.0**-149
 MAX_SEED = 2**63 - 1
 MAX_MIN_LENGTH = 1000
 MAX_TOP_K = 10**9
@@ -73,10 +76,10 @@ class DecodeOptions:
         if self.n_best > pool:
             what = "--beam-size" if self.rerank == "none" else "the candidates reranked"
             raise UserError(f"--n-best {self.n_best} is more than {what} ({pool})")
-        _check_float("--temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         if self.temperature == 0:
             raise UserError("--temperature must be above 0 (use --decoder greedy for the "
                             "likeliest word)")
+        _check_float("--temperature", self.temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
         _check_float("--length-penalty", self.length_penalty, *LENGTH_PENALTY_RANGE)
         _check_float("--mmi-weight", self.mmi_weight, *MMI_WEIGHT_RANGE)
         _check_float("--length-bonus", self.length_bonus, *LENGTH_BONUS_RANGE)
