@@ -13,11 +13,11 @@ Limits: bodies over `max_body_bytes` get 413, bodies that are not UTF-8 or nest 
 than `MAX_JSON_DEPTH` 400, out-of-range fields 422 (each with a one-line `message`; 422 keeps
 FastAPI's `detail` beside it), a full queue 503. Every response carries the page's security
 headers. The connection machinery (`ServerLimits`, `guarded_protocol`) gives each request
-`read_timeout_s` to arrive whole (headers and body) and holds at most `max_connections`
-open: beyond that the oldest connection still waiting for its request is closed, or, when every
-one is busy, the new one gets 503. On SIGTERM uvicorn stops accepting connections, connections
-still sending their request are dropped, the requests in flight finish, and the batcher drains
-its queue.
+`read_timeout_s` to arrive whole (headers and body; a partial one gets 408) and holds at
+most `max_connections` open: beyond that the oldest connection still waiting for its request
+is closed, or, when every one is busy, the new one gets 503. On SIGTERM uvicorn stops accepting
+connections, connections still sending their request are dropped, the requests in flight
+finish, and the batcher drains its queue.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import dataclasses
 import errno
 import functools
 import gc
+import json
 import logging
 import os
 import re
@@ -412,10 +413,19 @@ class ServerLimits:
         check_range("graceful shutdown timeout", self.graceful_timeout_s, 0, 3600)
 
 
-_BUSY_BODY = b'{"message": "server busy: too many open connections; try again shortly"}'
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-         b"retry-after: 1\r\nconnection: close\r\n"
-         + f"content-length: {len(_BUSY_BODY)}\r\n\r\n".encode() + _BUSY_BODY)
+def _raw_answer(status: str, message: str, extra_headers: str = "") -> bytes:
+    """A whole HTTP response with a one-line `message`, for the connection guard to write
+    itself (no request cycle exists, or the one that does is being dropped)."""
+    body = json.dumps({"message": message}).encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra_headers}"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+
+_BUSY = _raw_answer("503 Service Unavailable",
+                    "server busy: too many open connections; try again shortly",
+                    "retry-after: 1\r\n")
+_TIMED_OUT = _raw_answer("408 Request Timeout", "request not received whole in time; "
+                         "send it again")
 
 
 @dataclass
@@ -474,6 +484,14 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
             """Whether this connection is still waiting for (part of) a request."""
             return self.conn.their_state in waiting_states
 
+        def _give_up(self) -> None:
+            # A client that sent part of a request is told why it gets no reply. One idle
+            # between requests is closed silently: a 408 there could be read as the answer to
+            # the request it is about to send.
+            if self.conn.their_state == h11.SEND_BODY or self.conn.trailing_data[0]:
+                self.transport.write(_TIMED_OUT)
+            self._drop()
+
         def _arm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
@@ -485,7 +503,7 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
                 stats.timed_out += 1
                 held = time.monotonic() - self._armed_at
                 stats.longest_timed_out_s = max(stats.longest_timed_out_s, held)
-                self._drop()
+                self._give_up()
 
         def _drop(self) -> None:
             if self.cycle is not None and not self.cycle.response_complete:
@@ -499,7 +517,7 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
                 if other is not self and other._armed_at <= old and other.reading_request() \
                         and not other.transport.is_closing():
                     stats.evicted += 1
-                    other._drop()
+                    other._give_up()
                     return True
             return False
 
