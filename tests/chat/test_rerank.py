@@ -99,6 +99,7 @@ def test_min_length_and_repetition_penalty_steer_but_keep_the_scores():
 @pytest.mark.parametrize("options", [
     DecodeOptions(temperature=0.0), DecodeOptions(temperature=-1.0),
     DecodeOptions(temperature=math.inf),
+    DecodeOptions(temperature=5e-324),   # 0 in float32: sampling would divide 0 by 0
     DecodeOptions(beam_size=10**9), DecodeOptions(seed=2**70), DecodeOptions(seed=-1),
     DecodeOptions(candidates=-1), DecodeOptions(rerank="maybe"),
     DecodeOptions(method="sample", rerank="mmi", candidates=0),
