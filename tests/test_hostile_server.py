@@ -16,7 +16,9 @@ from tests.chat.serve_support import (
     start_server,
     stop_server,
 )
-from torchtutor.chat.serve.app import PAGE_HEADERS, ServeConfig, create_app, serve
+from torchtutor.chat.serve.app import create_app
+from torchtutor.chat.serve.command import ServeConfig, serve
+from torchtutor.chat.serve.middleware import PAGE_HEADERS
 from torchtutor.runtime.errors import UserError
 
 HALF_HEADERS = b"POST /api/reply HTTP/1.1\r\nHost: x\r\nContent-Type: applic"

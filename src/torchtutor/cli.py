@@ -639,14 +639,15 @@ def _chat_evaluate(args: argparse.Namespace) -> int:
 
 
 def _chat_serve(args: argparse.Namespace) -> int:
-    from torchtutor.chat.serve import app as serve
+    from torchtutor.chat.serve import command as serve
+    from torchtutor.chat.serve.connections import ServerLimits
 
     return serve.main(serve.ServeConfig(
         run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
         batch_window_ms=args.batch_window_ms, queue_size=args.queue_size, device=args.device,
         threads=args.threads, access_log=args.access_log, options=_decoding(args),
-        limits=serve.ServerLimits(read_timeout_s=args.read_timeout,
-                                  max_connections=args.max_connections)))
+        limits=ServerLimits(read_timeout_s=args.read_timeout,
+                            max_connections=args.max_connections)))
 
 
 def _lesson(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from schemathesis import Case, CheckContext, Response
 from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from torchtutor.chat.serve.app import OPTION_CONFLICT
+from torchtutor.chat.serve.schema import OPTION_CONFLICT
 
 
 def _only_option_conflicts(body: bytes) -> bool:

@@ -154,7 +154,9 @@ def fake_server_command(port: int, delay: float = 0.0, max_batch: int = 64,
 
 
 def _main() -> None:
-    from torchtutor.chat.serve.app import ServerLimits, create_app, run_server
+    from torchtutor.chat.serve.app import create_app
+    from torchtutor.chat.serve.command import run_server
+    from torchtutor.chat.serve.connections import ServerLimits
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

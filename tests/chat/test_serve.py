@@ -26,14 +26,10 @@ from tests.chat.serve_support import (
     tiny_run,
 )
 from torchtutor.chat.infer.options import MAX_BEAM, MAX_CANDIDATES, MAX_SEED, DecodeOptions
-from torchtutor.chat.serve.app import (
-    MAX_TEXT_CHARS,
-    OPTION_CONFLICT,
-    ReplyRequest,
-    create_app,
-    load_replier,
-)
+from torchtutor.chat.serve.app import create_app
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
+from torchtutor.chat.serve.command import load_replier
+from torchtutor.chat.serve.schema import MAX_TEXT_CHARS, OPTION_CONFLICT, ReplyRequest
 from torchtutor.cli import main
 from torchtutor.runtime.errors import UserError
 

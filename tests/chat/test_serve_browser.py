@@ -149,7 +149,7 @@ def test_docs_and_redoc_render_with_other_hosts_blocked(browser, stand_in_url):
 
 
 def test_every_decoder_option_of_the_api_reaches_the_request(browser, stand_in_url):
-    from torchtutor.chat.serve.app import ReplyRequest
+    from torchtutor.chat.serve.schema import ReplyRequest
 
     page = _open(browser, stand_in_url)
     page.focus(".settings summary")

@@ -21,6 +21,10 @@ beyond that the oldest connection still waiting for its request is closed, or, w
 is busy, the new one gets 503. On SIGTERM uvicorn stops accepting connections, connections
 still sending their request are dropped, the requests in flight finish, and the batcher drains
 its queue.
+
+The package, one job a module: schema.py (the request and response models), middleware.py
+(body limit, UTF-8 and depth check, security headers), app.py (this: the routes), batcher.py
+(micro-batching), connections.py (deadlines and the connection cap), command.py (`chat serve`).
 """
 
 from __future__ import annotations
@@ -28,21 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import gc
-import json
 import logging
-import os
-import re
-import signal
-import socket
-import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -50,285 +43,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from torchtutor.chat.infer.chatbot import Chatbot, Reply, notices
 from torchtutor.chat.infer.options import (
-    LENGTH_BONUS_RANGE,
-    LENGTH_PENALTY_RANGE,
-    MAX_BEAM,
-    MAX_CANDIDATES,
-    MAX_MIN_LENGTH,
-    MAX_NO_REPEAT,
-    MAX_SEED,
-    MAX_TEMPERATURE,
-    MAX_TOP_K,
-    MIN_TEMPERATURE,
-    MMI_WEIGHT_RANGE,
-    REPETITION_PENALTY_RANGE,
     DecodeOptions,
-    resolve_options,
 )
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
+from torchtutor.chat.serve.middleware import (
+    MAX_BODY_BYTES,
+    PAGE_HEADERS,
+    BodySizeLimit,
+    SecurityHeaders,
+    error_response,
+)
+from torchtutor.chat.serve.schema import (
+    API_NAMES,
+    GUARD_ANSWERS,
+    ErrorResponse,
+    InvalidRequest,
+    ReplyRequest,
+    ReplyResponse,
+    as_response,
+    merge_options,
+)
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.options import check_count, check_range
+from torchtutor.runtime.options import check_range
 
 log = logging.getLogger(__name__)
+
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_BODY_BYTES = 16 * 1024
-MAX_JSON_DEPTH = 32      # the API's JSON is two levels deep; deeper is an attack on the parser
+
+
 MAX_BATCH_WINDOW_MS = 1000.0
-MAX_TEXT_CHARS = 1000
-# The page may only load its own files; nothing inline, nothing from elsewhere.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-# --- the API's shapes ------------------------------------------------------------------------
-
-# The error type of fields that are valid one by one but not together (n_best above the
-# candidates, say): the schema cannot describe such rules, so clients (and the schema test)
-# can tell these refusals from a field the schema already rules out.
-OPTION_CONFLICT = "option_conflict"
-
-
-def _whole_float_as_int(value: object) -> object:
-    # JSON Schema counts 5.0 as an integer, and clients may send one; strict pydantic would not.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# Last in an integer field's annotations (after its bounds, so that they stay in the schema):
-# a JSON number without a fractional part, never a bool or a string.
-WHOLE = BeforeValidator(_whole_float_as_int)
-
-
-class ReplyRequest(BaseModel):
-    """One message, and optionally decoder settings that override the server's defaults.
-
-    Strict, so that the server accepts exactly what the schema describes: no `true` for 1, no
-    "5" for 5, no 2.5 for an integer, no NaN. The bounds are the CLI's (chat/infer/options.py);
-    only combinations of fields are checked later (`merge_options`).
-    """
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS,
-                               description="what the user said")]
-    decoder: Literal["greedy", "beam", "sample"] | None = None
-    beam_size: Annotated[int, Field(ge=1, le=MAX_BEAM), WHOLE] | None = None
-    length_penalty: Annotated[float, Field(ge=LENGTH_PENALTY_RANGE[0],
-                                           le=LENGTH_PENALTY_RANGE[1])] | None = None
-    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM + MAX_CANDIDATES), WHOLE] | None = None
-    temperature: Annotated[float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=MAX_TOP_K), WHOLE] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    no_repeat_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT), WHOLE] | None = None
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED), WHOLE] | None = None
-    rerank: Literal["none", "mmi"] | None = None
-    mmi_weight: Annotated[float, Field(ge=MMI_WEIGHT_RANGE[0],
-                                       le=MMI_WEIGHT_RANGE[1])] | None = None
-    length_bonus: Annotated[float, Field(ge=LENGTH_BONUS_RANGE[0],
-                                         le=LENGTH_BONUS_RANGE[1])] | None = None
-    candidates: Annotated[int, Field(ge=0, le=MAX_CANDIDATES), WHOLE] | None = None
-    min_length: Annotated[int, Field(ge=0, le=MAX_MIN_LENGTH), WHOLE] | None = None
-    repetition_penalty: Annotated[float, Field(ge=REPETITION_PENALTY_RANGE[0],
-                                               le=REPETITION_PENALTY_RANGE[1])] | None = None
-
-
-class Alternative(BaseModel):
-    text: str
-    score: float
-
-
-class ReplyResponse(BaseModel):
-    reply: str
-    unknown_words: list[str]
-    truncated: bool
-    empty: bool = False
-    score: float = 0.0
-    notices: list[str] = []
-    alternatives: list[Alternative] = []
-
-
-class ErrorResponse(BaseModel):
-    """Every error answer: one line saying what was wrong."""
-    message: str
-
-
-class Problem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str = Field(description=f"pydantic's error type, or {OPTION_CONFLICT!r}: fields "
-                                  "valid one by one that do not go together (or need what "
-                                  "this server's run lacks)")
-
-
-class InvalidRequest(ErrorResponse):
-    detail: list[Problem] = []
-
-
-# Answers any request may get from the guards around the routes (BodySizeLimit,
-# guarded_protocol) or from the server's state, whatever its path.
-GUARD_ANSWERS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse,
-          "description": "body not UTF-8, JSON nested too deeply, or a body that cannot be read"},
-    408: {"model": ErrorResponse, "description": "request not received whole in time"},
-    413: {"model": ErrorResponse, "description": "body too large"},
-    503: {"model": ErrorResponse,
-          "description": "too many open connections, queue full, or shutting down"},
-}
-
-
-# Request field -> DecodeOptions field, where the names differ (they follow the CLI's flags).
-_OPTION_NAMES = {"decoder": "method"}
-_API_NAMES = {option: field for field, option in _OPTION_NAMES.items()}
-
-
-def merge_options(defaults: DecodeOptions, request: ReplyRequest,
-                  has_backward: bool = True) -> DecodeOptions:
-    """The server's defaults with the request's own settings on top; checked as a whole
-    (a request that names a decoder without `rerank` gets that decoder alone)."""
-    given = request.model_dump(exclude={"text"}, exclude_none=True)
-    try:
-        return resolve_options({_OPTION_NAMES.get(k, k): v for k, v in given.items()},
-                               has_backward, defaults)
-    except UserError as exc:
-        # The checks speak in flags ("--n-best 3 is more than ..."); the API in field names.
-        message = re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
-        field = message.split(" ", 1)[0]
-        field = field if field in ReplyRequest.model_fields else "body"
-        raise RequestValidationError([{"loc": ("body", field), "type": OPTION_CONFLICT,
-                                       "msg": message.removeprefix(field).strip()}]) from None
-
-
-def _as_response(reply: Reply, has_unk: bool) -> ReplyResponse:
-    return ReplyResponse(
-        reply=reply.text, unknown_words=list(reply.unknown_words), truncated=reply.truncated,
-        empty=reply.empty, score=reply.score, notices=notices(reply, has_unk),
-        alternatives=[Alternative(text=t, score=s) for t, s in reply.alternatives])
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status, headers=headers)
-
-
-def json_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest in a JSON text (brackets inside strings ignored)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:      # backslash
-                escaped = True
-            elif byte == 0x22:      # closing quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
-def body_problem(body: bytes) -> str | None:
-    """Why a request body cannot be parsed safely as JSON text, or None."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"request body is not valid UTF-8 (byte {exc.start})"
-    if json_depth(body) > MAX_JSON_DEPTH:
-        return f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
-    return None
-
-
-# --- request body limit ---------------------------------------------------------------------
-
-class BodySizeLimit:
-    """ASGI middleware: refuse bodies over `max_bytes` with 413 before anything parses them.
-
-    It reads the (small) body itself, whether announced by Content-Length or chunked, then
-    replays it to the app; later `receive()` calls pass through, so the app still learns
-    when the client disconnects.
-    """
-
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_big = _error(413, f"request body is larger than {self.max_bytes} bytes")
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await too_big(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return   # the client left while sending; nobody to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await too_big(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        problem = body_problem(body) if body else None
-        if problem is not None:
-            await _error(400, problem)(scope, receive, send)
-            return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-class SecurityHeaders:
-    """ASGI middleware: the page's security headers on every response (API, static files).
-
-    The /docs and /redoc pages start their (local) scripts inline, so they keep everything
-    but the CSP.
-    """
-
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
-        self.all = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()]
-        self.no_csp = [h for h in self.all if h[0] != b"content-security-policy"]
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = self.no_csp if scope.get("path", "").startswith(("/docs", "/redoc")) \
-            else self.all
-
-        async def with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                have = {k.lower() for k, _ in message.get("headers", [])}
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *(h for h in extra if h[0] not in have)]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
 
 
 async def _client_gone(request: Request) -> None:
@@ -348,7 +95,10 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(parts)
 
 
-# --- the app --------------------------------------------------------------------------------
+def check_batch_window(batch_window_ms: float) -> float:
+    # Unbounded, a window of `inf` would keep a lone request waiting for company for ever.
+    return check_range("--batch-window-ms", batch_window_ms, 0, MAX_BATCH_WINDOW_MS)
+
 
 def create_app(replier: Replier, *, default_options: DecodeOptions | None = None,
                max_batch: int = 64, batch_window_ms: float = 5.0, queue_size: int = 1024,
@@ -379,34 +129,11 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                          swagger_ui_parameters={"validatorUrl": None},
                          responses=GUARD_ANSWERS)
     app.state.batcher = batcher
-    fastapi_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            # FastAPI's OpenAPI model keeps bounds as floats: MAX_SEED (2**63 - 1) would be
-            # published as 2**63, a seed the server refuses. pydantic's own schema is exact.
-            fastapi_openapi()["components"]["schemas"]["ReplyRequest"] = \
-                ReplyRequest.model_json_schema()
-        return app.openapi_schema
-
-    app.openapi = openapi   # type: ignore[method-assign]
+    _publish_exact_bounds(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # 404, 405 and FastAPI's own 400s get the API's one-line `message` too.
-        detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return JSONResponse({"message": detail, "detail": exc.detail},
-                            status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Keep FastAPI's `detail` list, minus the echoed input (it can be 16 KiB of text).
-        errors = [{k: v for k, v in e.items() if k not in ("input", "url", "ctx")}
-                  for e in exc.errors()]
-        return JSONResponse({"message": _validation_message(errors),
-                             "detail": jsonable_encoder(errors)}, status_code=422)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.post("/api/reply", response_model=ReplyResponse,
               responses={422: {"model": InvalidRequest,
@@ -430,18 +157,19 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
         try:
             reply = job.result()
         except Overloaded as exc:
-            return _error(503, f"server busy: {exc}; try again shortly", {"Retry-After": "1"})
+            return error_response(503, f"server busy: {exc}; try again shortly",
+                                  {"Retry-After": "1"})
         except ShuttingDown as exc:
-            return _error(503, str(exc))
+            return error_response(503, str(exc))
         except UserError as exc:
-            return _error(422, str(exc))
+            return error_response(422, str(exc))
         except Exception as exc:   # a decoder bug: log it, answer this request, keep serving
             log.exception("decoding failed")
-            return _error(500, f"decoding failed: {type(exc).__name__}")
-        return _as_response(reply, has_unk)
+            return error_response(500, f"decoding failed: {type(exc).__name__}")
+        return as_response(reply, has_unk)
 
     # The server's decoder defaults under the request's field names (decoder, not method).
-    api_defaults = {_API_NAMES.get(k, k): v for k, v in dataclasses.asdict(defaults).items()}
+    api_defaults = {API_NAMES.get(k, k): v for k, v in dataclasses.asdict(defaults).items()}
 
     # GET and HEAD as two routes: one route for both would give both the same operationId,
     # which OpenAPI requires to be unique.
@@ -456,6 +184,12 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
                 "defaults": api_defaults, "model": info or {}}
 
+    _add_page(app)
+    return app
+
+
+def _add_page(app: FastAPI) -> None:
+    """The chat page, its favicon and its static files."""
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
@@ -466,294 +200,32 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
-# --- connections: read deadlines, a cap, and a shutdown that drops stalled readers ------------
+def _publish_exact_bounds(app: FastAPI) -> None:
+    """FastAPI's OpenAPI model keeps bounds as floats: MAX_SEED (2**63 - 1) would be published
+    as 2**63, a seed the server refuses. The request's schema is pydantic's own, exact."""
+    fastapi_openapi = app.openapi
 
-@dataclass(frozen=True)
-class ServerLimits:
-    read_timeout_s: float = 10.0    # a request's headers and body must arrive within this
-    max_connections: int = 1000     # open connections held at most (each is a file descriptor)
-    graceful_timeout_s: float = 30.0   # on SIGTERM, the longest wait for requests in flight
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            fastapi_openapi()["components"]["schemas"]["ReplyRequest"] = \
+                ReplyRequest.model_json_schema()
+        return app.openapi_schema
 
-    def check(self) -> None:
-        check_range("--read-timeout", self.read_timeout_s, 0, 3600, low_open=True)
-        check_count("--max-connections", self.max_connections, 1, 100_000)
-        check_range("graceful shutdown timeout", self.graceful_timeout_s, 0, 3600)
-
-
-def _raw_answer(status: str, message: str, extra_headers: str = "") -> bytes:
-    """A whole HTTP response with a one-line `message`, for the connection guard to write
-    itself (no request cycle exists, or the one that does is being dropped)."""
-    body = json.dumps({"message": message}).encode()
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra_headers}"
-            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    app.openapi = openapi   # type: ignore[method-assign]
 
 
-_BUSY = _raw_answer("503 Service Unavailable",
-                    "server busy: too many open connections; try again shortly",
-                    "retry-after: 1\r\n")
-_TIMED_OUT = _raw_answer("408 Request Timeout", "request not received whole in time; "
-                         "send it again")
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # 404, 405 and FastAPI's own 400s get the API's one-line `message` too.
+    detail = exc.detail if isinstance(exc.detail, str) else "request refused"
+    return JSONResponse({"message": detail, "detail": exc.detail},
+                        status_code=exc.status_code, headers=exc.headers)
 
 
-@dataclass
-class ConnectionStats:
-    """What the connection guard did, shown in /healthz (`connections`)."""
-    timed_out: int = 0           # closed: no whole request within the read timeout
-    evicted: int = 0             # closed to make room at the connection cap
-    refused: int = 0             # answered 503 at the cap (every connection busy)
-    longest_timed_out_s: float = 0.0   # the longest one waited, from accept or last reply
-
-
-def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None) -> type:
-    """uvicorn's h11 protocol with a read deadline per request and a cap on connections.
-
-    uvicorn itself never times out a connection that has not sent a whole request, so a
-    client that opens a socket and stalls holds a file descriptor (and, mid-body, delays a
-    shutdown) for ever. Here every request must arrive whole within `read_timeout_s` of the
-    connection opening or of the previous response. At the cap, the oldest connection still
-    waiting for a request is closed to make room (slow-loris clients are the ones waiting);
-    if every connection is busy with a request, the new one gets 503.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    opened: dict[Any, float] = {}   # protocol -> open time, oldest first
-    stats = stats if stats is not None else ConnectionStats()
-    waiting_states = (h11.IDLE, h11.SEND_BODY)
-    # Only a connection that has waited this long may be closed to make room: one that opened
-    # a moment ago is most likely a real client whose request is on its way.
-    evictable_after_s = min(1.0, limits.read_timeout_s / 2)
-
-    class GuardedH11Protocol(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-        _armed_at = 0.0
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            opened[self] = time.monotonic()
-            self._arm()
-            if len(opened) > limits.max_connections and not self._make_room():
-                stats.refused += 1
-                transport.write(_BUSY)
-                transport.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            opened.pop(self, None)
-            if self._deadline is not None:
-                self._deadline.cancel()
-            super().connection_lost(exc)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()   # the next request on a kept-alive connection gets the same time
-
-        def reading_request(self) -> bool:
-            """Whether this connection is still waiting for (part of) a request."""
-            return self.conn.their_state in waiting_states
-
-        def _give_up(self) -> None:
-            # A client that sent part of a request is told why it gets no reply. One idle
-            # between requests is closed silently: a 408 there could be read as the answer to
-            # the request it is about to send.
-            if self.conn.their_state == h11.SEND_BODY or self.conn.trailing_data[0]:
-                self.transport.write(_TIMED_OUT)
-            self._drop()
-
-        def _arm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._armed_at = time.monotonic()
-            self._deadline = self.loop.call_later(limits.read_timeout_s, self._read_timed_out)
-
-        def _read_timed_out(self) -> None:
-            if self.reading_request() and not self.transport.is_closing():
-                stats.timed_out += 1
-                held = time.monotonic() - self._armed_at
-                stats.longest_timed_out_s = max(stats.longest_timed_out_s, held)
-                self._give_up()
-
-        def _drop(self) -> None:
-            if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.disconnected = True    # the app sees http.disconnect
-                self.cycle.message_event.set()
-            self.transport.close()
-
-        def _make_room(self) -> bool:
-            old = time.monotonic() - evictable_after_s
-            for other in opened:
-                if other is not self and other._armed_at <= old and other.reading_request() \
-                        and not other.transport.is_closing():
-                    stats.evicted += 1
-                    other._give_up()
-                    return True
-            return False
-
-        def shutdown(self) -> None:
-            # A request still being sent will never be finished in time: drop it now instead
-            # of waiting out the graceful timeout and cancelling it with a traceback.
-            if self.reading_request():
-                self._drop()
-                return
-            super().shutdown()
-
-    return GuardedH11Protocol
-
-
-# --- the command ----------------------------------------------------------------------------
-
-@dataclass
-class ServeConfig:
-    """`chat serve`'s options (cli.py builds it from the flags); `serve` checks them."""
-    run: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch: int = 64
-    batch_window_ms: float = 5.0
-    queue_size: int = 1024
-    device: str = "auto"
-    threads: int | None = None
-    options: DecodeOptions = field(default_factory=DecodeOptions)
-    limits: ServerLimits = field(default_factory=ServerLimits)
-    access_log: bool = True
-
-
-def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
-    """Load a trained run once; return its decode function and a short description."""
-    bot = Chatbot.load(run_dir, device)
-    info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),
-            "max_length": bot.max_length, "has_unk": bool(bot.vocab.has_unk),
-            "device": str(next(bot.model.parameters()).device),
-            "has_backward": bot.backward is not None}
-    return bot.reply_batch, info
-
-
-def decode_threads(requested: int | None) -> int:
-    """Torch threads for the decode thread: by default one core is left to the event loop.
-
-    On the 2-core development machine, with other work running, torch's default of one thread
-    per core made a batch-of-one greedy decode take about 1 s instead of 17 ms with one thread
-    (bench/RESULTS.md, chat serve section): its threads spin waiting for a busy core.
-    """
-    import torch
-
-    if requested is not None:
-        return requested
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
-
-
-def build_app(config: ServeConfig) -> FastAPI:
-    replier, info = load_replier(config.run, config.device)
-    return create_app(replier, default_options=config.options, max_batch=config.max_batch,
-                      batch_window_ms=config.batch_window_ms, queue_size=config.queue_size,
-                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info)
-
-
-def check_batch_window(batch_window_ms: float) -> float:
-    # Unbounded, a window of `inf` would keep a lone request waiting for company for ever.
-    return check_range("--batch-window-ms", batch_window_ms, 0, MAX_BATCH_WINDOW_MS)
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port, or a one-line UserError saying why not (port taken,
-    no such address, a privileged port). Binding before uvicorn starts means "serving" is
-    printed only once the port is really ours."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise UserError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UserError(f"port {port} on {host} is already in use (another server?); "
-                            "stop it or pick another --port") from None
-        raise UserError(f"cannot listen on {host}:{port}: "
-                        f"{exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def run_server(app: FastAPI, host: str, port: int, limits: ServerLimits | None = None,
-               sock: socket.socket | None = None, access_log: bool = False) -> None:
-    """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, return.
-
-    `sock` is a socket `bind` made (else host:port is bound here). With `access_log`, one
-    line per request on stdout (uvicorn's: client, request line, status).
-
-    uvicorn re-raises the stop signal once it has shut down (so a default handler would kill
-    the process after all); the handlers installed here absorb that, so a graceful stop
-    returns normally and the command exits 0.
-    """
-    import uvicorn
-
-    limits = limits or ServerLimits()
-    limits.check()
-    app.state.connections = ConnectionStats()
-    sock = sock or bind(host, port)
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=access_log,
-        http=guarded_protocol(limits, app.state.connections),
-        timeout_graceful_shutdown=limits.graceful_timeout_s, lifespan="on")
-    if access_log:  # uvicorn's startup chatter stays at "warning"; the access lines do not
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    server = uvicorn.Server(config)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, lambda *_: None)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.run(sockets=[sock])
-    except SystemExit as exc:   # uvicorn exits when it cannot start (it logs why first)
-        if exc.code:
-            raise UserError(f"the server could not start on {host}:{port}") from None
-        raise
-    finally:
-        sock.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def serve(config: ServeConfig) -> None:
-    check_count("--port", config.port, 0, 65535)
-    check_batch_window(config.batch_window_ms)
-    config.limits.check()
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(decode_threads(config.threads))
-    try:   # put the thread count back for in-process callers (tests, notebooks)
-        app = build_app(config)
-        sock = bind(config.host, config.port)
-        port = sock.getsockname()[1]   # the one the system chose for --port 0
-        batching = ("off" if config.batch_window_ms == 0 or config.max_batch == 1 else
-                    f"up to {config.max_batch} per batch, {config.batch_window_ms:g} ms window")
-        print(f"serving {config.run} on http://{config.host}:{port}/  "
-              f"(micro-batching {batching}; {torch.get_num_threads()} decode thread(s); "
-              f"API docs at /docs; Ctrl-C or SIGTERM stops)", flush=True)
-        # Everything loaded so far lives as long as the server: frozen, it is left out of
-        # the garbage collector's full passes (0.12 s of CPU each with torch loaded, seconds
-        # of event-loop stall on a loaded machine, which holds timers and replies up).
-        gc.freeze()
-        run_server(app, config.host, port, config.limits, sock=sock,
-                   access_log=config.access_log)
-    finally:
-        torch.set_num_threads(previous_threads)
-    print("server stopped", file=sys.stderr, flush=True)
-
-
-def main(config: ServeConfig) -> int:
-    serve(config)
-    # The process exits next. Its final garbage collection walks every object torch and the
-    # server made: 4-6 s of a SIGTERM's exit on the loaded 2-core machine (bench/RESULTS.md,
-    # serve_stall). Frozen objects are skipped; nothing is left to collect that matters.
-    gc.freeze()
-    return 0
-
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Keep FastAPI's `detail` list, minus the echoed input (it can be 16 KiB of text).
+    errors = [{k: v for k, v in e.items() if k not in ("input", "url", "ctx")}
+              for e in exc.errors()]
+    return JSONResponse({"message": _validation_message(errors),
+                         "detail": jsonable_encoder(errors)}, status_code=422)
