@@ -116,12 +116,13 @@ def row(name: str, measures: dict, rel: float, ms: float | None, reranked: bool)
     latency = f"{ms:8.1f}" if ms is not None else "       -"
     return (f"{name:<32} {measures['bleu']:6.2f} {measures['distinct_1']:8.4f} "
             f"{measures['distinct_2']:8.4f} {measures['generic_rate']:8.1%} "
-            f"{measures['unique_replies']:8.1%} {measures['avg_reply_length']:6.2f} "
+            f"{measures['unique_replies']:8.1%} {measures['stutter_rate']:8.1%} "
+            f"{measures['avg_reply_length']:6.2f} "
             f"{rel:9.3f}{mark} {latency}")
 
 
 HEADER = (f"{'decoder':<32} {'BLEU':>6} {'dist-1':>8} {'dist-2':>8} {'generic':>8} "
-          f"{'unique':>8} {'length':>6} {'relevance':>10} {'ms/reply':>8}")
+          f"{'unique':>8} {'stutter':>8} {'length':>6} {'relevance':>10} {'ms/reply':>8}")
 
 
 def table(bot, pairs, latency_queries: int) -> dict[str, dict]:

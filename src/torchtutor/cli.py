@@ -274,6 +274,11 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
                    help=f"nucleus sampling mass (default: {best.top_p} with mmi, else 1.0)")
     g.add_argument("--no-repeat-ngram", type=int, default=None,
                    help="never repeat an n-gram of this size in a reply, 0: off (default: 0)")
+    g.add_argument("--no-repeat-token", action="store_true", default=None,
+                   help="never the same word or punctuation twice in a row (default: off)")
+    g.add_argument("--no-copy-ngram", type=int, default=None, metavar="N",
+                   help="never copy an n-gram of your message into the reply, 0: off "
+                        "(default: 0)")
     g.add_argument("--min-length", type=int, default=None, metavar="WORDS",
                    help="no reply shorter than this many words where the model can help it "
                         "(default: 0)")

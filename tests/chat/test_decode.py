@@ -286,3 +286,26 @@ def test_sampling_shortlist_draws_from_the_same_distribution(spread):
         assert torch.allclose(counts[top], expected[top].double(), atol=0.02)
     else:
         assert int((counts > 0).sum()) > SHORTLIST
+
+
+def test_no_repeat_token_and_no_copy_ngram_steer_a_stuttering_model():
+    # From SOS 'hello' is likeliest, and after 'hello' 'hello' again: greedy stutters.
+    vocab = make_vocab()
+    hello, there = vocab.word2index["hello"], vocab.word2index["there"]
+    table = probability_table(len(vocab), {SOS: {hello: 0.6, there: 0.3},
+                                           hello: {hello: 0.7, there: 0.2},
+                                           there: {EOS: 0.9}})
+    bot = bot_for(ScriptedModel(table), vocab)
+    assert bot.reply_batch(["x"])[0].words[:3] == ["hello", "hello", "hello"]
+    steady = bot.reply_batch(["x"], DecodeOptions(no_repeat_token=True))[0]
+    assert steady.words == ["hello", "there"]
+    # Copying: the input "hello there" holds the bigram the steady reply would copy.
+    options = DecodeOptions(no_repeat_token=True, no_copy_ngram=2)
+    assert bot.reply_batch(["hello there"], options)[0].words[:2] != ["hello", "there"]
+    assert bot.reply_batch(["there hello"], options)[0].words == ["hello", "there"]
+    for method in ("beam", "sample"):
+        reply = bot.reply_batch(["x"], DecodeOptions(method=method, no_repeat_token=True,
+                                                     seed=0))[0]
+        assert all(a != b for a, b in zip(reply.words, reply.words[1:], strict=False))
+    with pytest.raises(UserError):
+        DecodeOptions(no_repeat_token=1).check()

@@ -15,6 +15,8 @@ from torchtutor.chat.evaluate import (
     format_report,
     generic_rate,
     relevance,
+    stutter_rate,
+    stutters,
     teacher_forced_loss,
     unique_replies,
 )
@@ -29,6 +31,14 @@ def test_generic_rate_and_unique_replies_by_hand():
     assert generic_rate(replies) == pytest.approx(3 / 5)
     assert unique_replies(replies) == pytest.approx(3 / 5)
     assert generic_rate([]) == 0.0 and unique_replies([]) == 0.0
+
+
+def test_stutters_are_a_token_twice_in_a_row_or_a_bigram_said_twice():
+    assert stutters("hello ! !".split()) and stutters("fine . fine .".split())
+    assert stutters("no no".split())
+    assert not stutters("i said no and no one came .".split())
+    assert not stutters([]) and not stutters(["hi"])
+    assert stutter_rate([["a", "a"], ["a", "b"], ["b"], []]) == pytest.approx(1 / 4)
 
 
 def test_relevance_prefers_a_reply_that_predicts_the_query():

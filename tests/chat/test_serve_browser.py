@@ -157,7 +157,7 @@ def test_every_decoder_option_of_the_api_reaches_the_request(browser, stand_in_u
     fields = page.eval_on_selector_all("[data-option]", "els => els.map(e => e.dataset.option)")
     api = set(ReplyRequest.model_fields) - {"text"}
     assert sorted(fields) == sorted(api)   # every option the API takes, each once
-    values = {"decoder": "sample", "rerank": "none", "seed": 7}
+    values = {"decoder": "sample", "rerank": "none", "seed": 7, "no_repeat_token": True}
     for i, name in enumerate(sorted(api - set(values))):
         values[name] = 1 + i % 3     # valid for every field: small positive whole numbers
     for name, value in values.items():
@@ -165,7 +165,7 @@ def test_every_decoder_option_of_the_api_reaches_the_request(browser, stand_in_u
         if page.get_attribute(selector, "type") == "number":
             page.fill(selector, str(value))
         else:
-            page.select_option(selector, value)
+            page.select_option(selector, str(value).lower())
     page.focus("#message")
     with page.expect_request("**/api/reply") as sent:
         page.keyboard.type("hello")

@@ -7,6 +7,7 @@ The rest describe what the chosen decoder actually says:
 - distinct-1/2: unique n-grams / all n-grams over all replies (low: the same words to all);
 - generic_rate: the share of replies equal to the most frequent one ("i don t know .");
 - unique_replies: distinct replies / replies;
+- stutter_rate: the share of replies with a token twice in a row or a bigram said twice;
 - avg_reply_length in words;
 - relevance: the mean per-token log p(query | reply) under the run's backward model, which a
   generic reply cannot win (it predicts no query in particular). A decoder that reranks with
@@ -92,6 +93,17 @@ def unique_replies(replies: Sequence[Sequence[str]]) -> float:
     return len({tuple(words) for words in replies}) / len(replies) if replies else 0.0
 
 
+def stutters(words: Sequence[str]) -> bool:
+    """A token twice in a row ("fine fine", "! !") or a bigram said twice."""
+    bigrams = list(zip(words, words[1:], strict=False))
+    return any(a == b for a, b in bigrams) or len(set(bigrams)) < len(bigrams)
+
+
+def stutter_rate(replies: Sequence[Sequence[str]]) -> float:
+    """The share of replies that stutter (`stutters`)."""
+    return sum(map(stutters, replies)) / len(replies) if replies else 0.0
+
+
 def bleu(replies: Sequence[Sequence[str]], references: Sequence[str]) -> float:
     """Corpus BLEU of token lists against normalized references (one each), both already in
     the model's token form, so sacrebleu tokenizes neither (and is told so: force=True)."""
@@ -112,6 +124,7 @@ def reply_measures(replies: Sequence[Sequence[str]], references: Sequence[str]) 
     return {"bleu": bleu(replies, references),
             "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
             "generic_rate": generic_rate(replies), "unique_replies": unique_replies(replies),
+            "stutter_rate": stutter_rate(replies),
             "avg_reply_length": sum(map(len, replies)) / max(len(replies), 1)}
 
 
@@ -196,6 +209,7 @@ def format_report(result: dict, source: str) -> str:
             ("distinct-2", f"{result['distinct_2']:.4f}"),
             ("generic rate", f"{result['generic_rate']:.1%}"),
             ("unique replies", f"{result['unique_replies']:.1%}"),
+            ("stuttering replies", f"{result['stutter_rate']:.1%}"),
             ("avg reply length (words)", f"{result['avg_reply_length']:.2f}")]
     if result["relevance"] is not None:
         note = " (the decoder reranks with it)" if result["relevance_is_reranked_on"] else ""

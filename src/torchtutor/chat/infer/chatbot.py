@@ -144,7 +144,9 @@ class Chatbot:
         MMI the pool it reranks (the beam's hypotheses and the samples, repeats removed)."""
         rules = search.Rules(has_unk=self.vocab.has_unk, no_repeat_ngram=options.no_repeat_ngram,
                              min_length=options.min_length,
-                             repetition_penalty=options.repetition_penalty)
+                             repetition_penalty=options.repetition_penalty,
+                             no_repeat_token=options.no_repeat_token,
+                             no_copy_ngram=options.no_copy_ngram)
         searches: list[search.Greedy | search.Beam] = []
         if options.method == "beam":
             searches.append(search.Beam(options.beam_size, options.length_penalty, rules))

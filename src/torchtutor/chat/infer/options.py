@@ -52,6 +52,8 @@ class DecodeOptions:
     min_length: int = 0                # no EOS before this many words
     repetition_penalty: float = 1.0    # a word already in the reply is this many times less
                                        # likely to be chosen again (1: off)
+    no_repeat_token: bool = False      # never the same token twice in a row ("!!", "fine fine")
+    no_copy_ngram: int = 0             # never an n-gram of the user's message, 0: off
 
     def check(self) -> None:
         """One-line UserError for options that make no sense or would not finish."""
@@ -66,6 +68,10 @@ class DecodeOptions:
         _check_int("--min-length", self.min_length, 0, MAX_MIN_LENGTH)
         _check_int("--top-k", self.top_k, 0, MAX_TOP_K)
         _check_int("--no-repeat-ngram", self.no_repeat_ngram, 0, MAX_NO_REPEAT)
+        _check_int("--no-copy-ngram", self.no_copy_ngram, 0, MAX_NO_REPEAT)
+        if not isinstance(self.no_repeat_token, bool):
+            raise UserError(f"--no-repeat-token must be true or false, not "
+                            f"{self.no_repeat_token!r}")
         if self.seed is not None:
             _check_int("--seed", self.seed, 0, MAX_SEED)
         pool = self.beam_size if self.method == "beam" else 1

@@ -44,7 +44,7 @@ def encode(model: Seq2Seq, inputs: list[list[int]]) -> tuple[Tensor, Tensor, Ten
 def run(model: Seq2Seq, inputs: list[list[int]], max_length: int, *searches: Search) -> None:
     """Decode `inputs` with every search, all their rows through one decoder step at a time."""
     outputs, mask, hidden = encode(model, inputs)
-    row_input = torch.cat([s.start(len(inputs), outputs.device) for s in searches])
+    row_input = torch.cat([s.start(inputs, outputs.device) for s in searches])
     outputs, mask, hidden = outputs[:, row_input], mask[:, row_input], hidden[:, row_input]
     tokens = torch.full(row_input.shape, SOS, device=outputs.device)
     sizes = [s.rows for s in searches]
@@ -68,12 +68,16 @@ def run(model: Seq2Seq, inputs: list[list[int]], max_length: int, *searches: Sea
 class Rules:
     """What a search may choose. A reply never shows PAD, SOS or (with `has_unk`) UNK; the
     other rules steer the choice without changing any score: `no_repeat_ngram` N forbids a
-    word that would repeat an N-gram of the reply, `min_length` forbids EOS before that many
-    words, and a word already said is `repetition_penalty` times less likely to be chosen."""
+    word that would repeat an N-gram of the reply, `no_repeat_token` the word just said,
+    `no_copy_ngram` N a word that would copy an N-gram of the input, `min_length` forbids EOS
+    before that many words, and a word already said is `repetition_penalty` times less likely
+    to be chosen."""
     has_unk: bool = True
     no_repeat_ngram: int = 0
     min_length: int = 0
     repetition_penalty: float = 1.0
+    no_repeat_token: bool = False
+    no_copy_ngram: int = 0
 
     def never_emit(self, vocab_size: int, device: torch.device) -> Tensor:
         """A (V,) row to add to log-probs: -inf on the tokens a reply never shows."""
@@ -81,10 +85,16 @@ class Rules:
         row[[PAD, SOS, UNK] if self.has_unk else [PAD, SOS]] = -math.inf
         return row
 
-    def steer(self, log_probs: Tensor, history: Tensor, step: int) -> Tensor:
-        """The log-probs to choose from, given each row's tokens so far (R, step)."""
+    def steer(self, log_probs: Tensor, history: Tensor, step: int,
+              sources: list[list[int]]) -> Tensor:
+        """The log-probs to choose from, given each row's tokens so far (R, step) and each
+        row's input ids."""
         if self.no_repeat_ngram:
             log_probs = _block_repeats(log_probs, history.tolist(), self.no_repeat_ngram)
+        if self.no_copy_ngram:
+            log_probs = _block_copies(log_probs, history.tolist(), sources, self.no_copy_ngram)
+        if self.no_repeat_token and step:
+            log_probs = log_probs.scatter(1, history[:, -1:], -math.inf)
         if step < self.min_length and log_probs.size(-1) > UNK + 1:  # a word to say instead
             log_probs = log_probs.clone()
             log_probs[:, EOS] = -math.inf
@@ -108,6 +118,22 @@ def _block_repeats(log_probs: Tensor, histories: list[list[int]], n: int) -> Ten
     return log_probs
 
 
+def _block_copies(log_probs: Tensor, histories: list[list[int]], sources: list[list[int]],
+                  n: int) -> Tensor:
+    """-inf, per row, on every token that would make the reply's last n words an n-gram of
+    that row's input (EOS aside), in place."""
+    for row, (history, source) in enumerate(zip(histories, sources, strict=True)):
+        words = [token for token in source if token != EOS]
+        prefix = history[len(history) - (n - 1):] if n > 1 else []
+        if len(prefix) < n - 1:
+            continue
+        banned = [words[i + n - 1] for i in range(len(words) - n + 1)
+                  if words[i:i + n - 1] == prefix]
+        if banned:
+            log_probs[row, banned] = -math.inf
+    return log_probs
+
+
 class Search:
     """One decoder's choices for `per_input` rows of every input (see the module docstring)."""
 
@@ -116,11 +142,12 @@ class Search:
         self.rows = 0
         self.done = False
 
-    def start(self, batch: int, device: torch.device) -> Tensor:
+    def start(self, inputs: list[list[int]], device: torch.device) -> Tensor:
         """Which input each of this search's rows decodes."""
-        self.rows = batch * self.per_input
+        self.rows = len(inputs) * self.per_input
+        self.sources = [ids for ids in inputs for _ in range(self.per_input)]
         self.history = torch.zeros(self.rows, 0, dtype=torch.long, device=device)
-        return torch.arange(batch, device=device).repeat_interleave(self.per_input)
+        return torch.arange(len(inputs), device=device).repeat_interleave(self.per_input)
 
     def advance(self, log_probs: Tensor, step: int, last: bool) -> tuple[Tensor | None, Tensor]:
         """(rows to continue from, None: the same rows; each one's next token)."""
@@ -142,7 +169,7 @@ class Greedy(Search):
             self.never = self.rules.never_emit(log_probs.size(-1), log_probs.device)
             self.finished = torch.zeros(self.rows, dtype=torch.bool, device=log_probs.device)
         log_probs = log_probs + self.never
-        chosen = self.choose(self.rules.steer(log_probs, self.history, step))
+        chosen = self.choose(self.rules.steer(log_probs, self.history, step, self.sources))
         self.scores.append(log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1))
         self.history = torch.cat([self.history, chosen.unsqueeze(1)], dim=1)
         self.finished |= chosen == EOS
@@ -185,8 +212,8 @@ class Beam(Search):
         super().__init__(k, rules)
         self.k, self.length_penalty = k, length_penalty
 
-    def start(self, batch: int, device: torch.device) -> Tensor:
-        self.batch = batch
+    def start(self, inputs: list[list[int]], device: torch.device) -> Tensor:
+        self.batch = batch = len(inputs)
         # Only the first hypothesis is live at first, so step 0 does not pick k copies.
         self.search_scores = torch.full((batch, self.k), -math.inf, device=device)
         self.search_scores[:, 0] = 0.0
@@ -194,14 +221,14 @@ class Beam(Search):
         # (tokens, the model's log-prob, the search's score) of each input's finished ones
         self.finished: list[list[tuple[list[int], float, float]]] = [[] for _ in range(batch)]
         self.input_done = [False] * batch
-        return super().start(batch, device)
+        return super().start(inputs, device)
 
     def advance(self, log_probs: Tensor, step: int, last: bool) -> tuple[Tensor, Tensor]:
         batch, k, vocab = self.batch, self.k, log_probs.size(-1)
         if step == 0:
             self.never = self.rules.never_emit(vocab, log_probs.device)
         log_probs = log_probs.float() + self.never
-        steered = self.rules.steer(log_probs, self.history, step)
+        steered = self.rules.steer(log_probs, self.history, step, self.sources)
         totals = (self.search_scores.unsqueeze(2) + steered.view(batch, k, vocab)).view(batch, -1)
         # 2k candidates: even if k of them end in EOS, k live ones remain.
         top_scores, top_index = totals.topk(min(2 * k, totals.size(1)), dim=1)

@@ -81,6 +81,8 @@ class ReplyRequest(BaseModel):
     min_length: Annotated[int, Field(ge=0, le=MAX_MIN_LENGTH), WHOLE] | None = None
     repetition_penalty: Annotated[float, Field(ge=REPETITION_PENALTY_RANGE[0],
                                                le=REPETITION_PENALTY_RANGE[1])] | None = None
+    no_repeat_token: bool | None = None
+    no_copy_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT), WHOLE] | None = None
 
 
 class Alternative(BaseModel):
@@ -128,11 +130,7 @@ GUARD_ANSWERS: dict[int | str, dict[str, Any]] = {
 
 
 # Request field -> DecodeOptions field, where the names differ (they follow the CLI's flags).
-
-
 _OPTION_NAMES = {"decoder": "method"}
-
-
 API_NAMES = {option: field for field, option in _OPTION_NAMES.items()}
 
 

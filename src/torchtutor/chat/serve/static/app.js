@@ -73,7 +73,9 @@
     const out = {};
     for (const field of settings) {
       if (!field.value) continue;
-      out[field.dataset.option] = field.type === "number" ? Number(field.value) : field.value;
+      if (field.type === "number") out[field.dataset.option] = Number(field.value);
+      else if (field.dataset.kind === "boolean") out[field.dataset.option] = field.value === "true";
+      else out[field.dataset.option] = field.value;
     }
     return out;
   }
