@@ -49,7 +49,7 @@ def train(config: ChatTrainConfig | VisionTrainConfig,
         resume: continue the run in `config.out` from its last checkpoint.
 
     Returns:
-        For the chatbot, the forward model's result (its `run_dir` is what
+        For the chatbot, the forward model's `TrainResult` (its `run_dir` is what
         `Chatbot.load` takes); for the classifier, a `VisionTrainResult`.
 
     Raises:
