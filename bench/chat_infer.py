@@ -7,11 +7,9 @@ says EOS, so torchtutor's greedy search (which stops at EOS) runs all `max_lengt
 `--run RUN_DIR` uses a trained run instead (train it with --tutorial-compat for the reply
 check); its replies end at EOS, which the notes' searcher ignores.
 
-torchtutor's greedy search is timed three ways: "greedy" is the default of `chat talk/reply/
-evaluate` on the CPU (checked int8: greedy on an int8 copy, and any reply whose top-1/top-2
-log-prob gap fell below `CHECK_MARGIN` checked in fp32); "greedy fp32" uses the fp32
-weights only (the exact replies); "greedy --int8" the int8 copy only (what `--int8` does).
-The shares of replies equal to fp32's are printed for both int8 variants.
+torchtutor's greedy search is timed two ways: "greedy" with the trained weights (what `chat
+talk/reply --decoder greedy` does) and "greedy --int8" on the approximate int8 copy (what
+`--int8` does); the share of int8 replies equal to the fp32 ones is printed.
 
 Tutorial side: a re-implementation, written for this bench, of the notes' EncoderRNN,
 LuongAttnDecoderRNN (dot) and GreedySearchDecoder, sharing the same weights, driven the way the
@@ -23,10 +21,7 @@ writes, driven by their own chatbot.py loop (fp32; `--no-compiled` skips them: c
 minutes).
 
 Prints median and p95 milliseconds per reply at batch 1 (greedy, beam 5, tutorial greedy),
-replies/s at batch 64, `default/fp32 speed: Rx` (the default greedy against fp32 greedy alone:
-at least 1 once the draft's policy falls back on an unsure model), and as its last line
-`greedy speedup: Rx` (tutorial median / the default greedy; the line before gives the
-fp32-only figure).
+replies/s at batch 64, and as its last line `greedy speedup: Rx` (tutorial median / greedy).
 
     python bench/chat_infer.py [--repeats 100] [--corpus PATH] [--run RUN_DIR] [--threads N]
                                [--no-compiled]
@@ -47,12 +42,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torchtutor.chat.data.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.data.vocab import EOS, PAD, SOS, Vocab
-from torchtutor.chat.infer.decode import (
-    DecodeOptions,
-    attach_int8_draft,
-    quantize_int8,
-    reply_batch,
-)
+from torchtutor.chat.fast.int8 import int8_chatbot
+from torchtutor.chat.infer.chatbot import Chatbot
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,9 +158,9 @@ def exported_bots(bot) -> dict:
     import shutil
     import tempfile
 
-    from torchtutor.chat.export import package as package
+    from torchtutor.chat.export import package
     from torchtutor.chat.export.onnx import export_onnx
-    from torchtutor.chat.export.template import Chatbot
+    from torchtutor.chat.export.template import Chatbot as ExportedChatbot
 
     out = {}
     folder = Path(tempfile.mkdtemp(prefix="chat-infer-export-"))
@@ -185,7 +177,7 @@ def exported_bots(bot) -> dict:
         print(f"{backend} export written in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
         label = "aoti greedy" if backend == "aoti" else "onnxruntime greedy"
-        out[label] = Chatbot(str(written))
+        out[label] = ExportedChatbot(str(written))
     return out
 
 
@@ -203,9 +195,7 @@ def main() -> int:
 
     vocab, queries, source = load_queries(args.corpus)
     if args.run:
-        from torchtutor.chat.run_dir import load_trained
-
-        bot = load_trained(args.run, torch.device("cpu"))
+        bot = Chatbot.load(args.run, "cpu")
         model, trained = bot.model, f"trained run {args.run}"
         if bot.vocab.index2word != vocab.index2word:   # the run's own vocabulary and queries
             vocab = bot.vocab
@@ -215,22 +205,16 @@ def main() -> int:
         model = Seq2Seq(ModelConfig(vocab_size=len(vocab), hidden_size=500, encoder_layers=2,
                                     decoder_layers=2, attention="dot", dropout=0.1,
                                     tutorial_compat=True)).eval()
-        bot = type("Bot", (), {"model": model, "vocab": vocab, "max_length": MAX_LENGTH,
-                               "config": {}})()
+        bot = Chatbot(model=model, vocab=vocab, max_length=MAX_LENGTH)
         trained = "untrained"
-    fast = type("Bot", (), {"model": quantize_int8(model).eval(), "vocab": vocab,
-                            "max_length": bot.max_length, "config": {}})()
-    started = time.perf_counter()
-    default = attach_int8_draft(type("Bot", (), {"model": model, "vocab": vocab,
-                                                 "max_length": bot.max_length,
-                                                 "config": {}})())
-    draft_s = time.perf_counter() - started
+    fast = int8_chatbot(bot)
     hidden = model.config.hidden_size
     searcher = TutorialGreedySearch(TutorialEncoder(model.embedding, model.encoder_gru, hidden),
                                     TutorialDecoder(model)).eval()
     rng = random.Random(1)
     timed = [rng.choice(queries) for _ in range(args.repeats)]
 
+    greedy, beam = DecodeOptions(), DecodeOptions(method="beam", beam_size=5)
     # Same function on both sides: compare the replies up to the first EOS (the notes'
     # searcher does not rule out PAD or SOS, so skip inputs where it picks them).
     agree = total = 0
@@ -239,21 +223,14 @@ def main() -> int:
         theirs = theirs[:theirs.index(EOS)] if EOS in theirs else theirs
         if PAD not in theirs and SOS not in theirs:
             total += 1
-            agree += reply_batch(bot, [text])[0].words == vocab.decode(theirs)
-
-    greedy, beam = DecodeOptions(), DecodeOptions(method="beam", beam_size=5)
+            agree += bot.reply_batch([text], greedy)[0].words == vocab.decode(theirs)
     check = queries[:1000]
-    exact = reply_batch(bot, check)
-    int8_same = sum(a.text == b.text for a, b in zip(exact, reply_batch(fast, check),
+    exact = bot.reply_batch(check, greedy)
+    int8_same = sum(a.text == b.text for a, b in zip(exact, fast.reply_batch(check, greedy),
                                                      strict=True))
-    # Batch 1, as timed, against fp32 at batch 1: on a near-flat (untrained) model fp32 itself
-    # picks other words at batch 1 than in a padded batch (21/150 equal in one check), so the
-    # default is compared with fp32 at the same batch size.
-    checked = [reply_batch(default, [t])[0] for t in check]
-    exact_b1 = [reply_batch(bot, [t])[0] for t in check]
-    default_same = sum(a.text == b.text for a, b in zip(exact_b1, checked, strict=True))
-    score_gap = max((abs(a.score - b.score) for a, b in zip(exact_b1, checked, strict=True)
-                     if a.text == b.text), default=0.0)
+    # On a near-flat (untrained) model fp32 itself picks other words at batch 1 than in a
+    # padded batch (21/150 equal in one check), so the compiled graphs are checked at both.
+    exact_b1 = [bot.reply_batch([t], greedy)[0] for t in check]
     compiled = {} if args.no_compiled else exported_bots(bot)
     compiled_same = {name: (sum(a.text == b["reply"] for a, b in
                                 zip(exact, loaded.replies(check), strict=True)),
@@ -262,11 +239,10 @@ def main() -> int:
                      for name, loaded in compiled.items()}
     runners = {
         "tutorial greedy": lambda t: tutorial_reply(searcher, vocab, t),
-        "greedy": lambda t: reply_batch(default, [t], greedy),
-        "greedy fp32": lambda t: reply_batch(bot, [t], greedy),
-        "greedy --int8": lambda t: reply_batch(fast, [t], greedy),
-        "beam 5": lambda t: reply_batch(bot, [t], beam),
-        "beam 5 --int8": lambda t: reply_batch(fast, [t], beam),
+        "greedy": lambda t: bot.reply_batch([t], greedy),
+        "greedy --int8": lambda t: fast.reply_batch([t], greedy),
+        "beam 5": lambda t: bot.reply_batch([t], beam),
+        "beam 5 --int8": lambda t: fast.reply_batch([t], beam),
     }
     for name, loaded in compiled.items():
         runners[name] = lambda t, loaded=loaded: loaded.replies([t])
@@ -289,17 +265,17 @@ def main() -> int:
 
     batch_texts = [rng.choice(queries) for _ in range(64)]
     throughput = {}
-    for name, (which, options) in {"greedy": (default, greedy), "greedy fp32": (bot, greedy),
+    for name, (which, options) in {"greedy": (bot, greedy),
                                    "greedy --int8": (fast, greedy),
                                    "beam 5": (bot, beam),
                                    "beam 5 --int8": (fast, beam)}.items():
-        reply_batch(which, batch_texts, options)
+        which.reply_batch(batch_texts, options)
         rounds, start = 0, time.perf_counter()
         while rounds < 3 or time.perf_counter() - start < 2.0:
-            reply_batch(which, batch_texts, options)
+            which.reply_batch(batch_texts, options)
             rounds += 1
         throughput[name] = rounds * 64 / (time.perf_counter() - start)
-    lengths = [len(r.words) for r in reply_batch(bot, check)]
+    lengths = [len(r.words) for r in bot.reply_batch(check, greedy)]
 
     c = model.config
     print(f"model: hidden {c.hidden_size}, {c.encoder_layers}+{c.decoder_layers} GRU layers, "
@@ -308,10 +284,7 @@ def main() -> int:
     print(f"queries: {source}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"same replies as the tutorial searcher on {agree}/{total} checked inputs; "
           f"fp32 greedy replies average {statistics.mean(lengths):.1f} words")
-    print(f"replies equal to fp32 ones: default (checked int8) {default_same}/{len(check)} "
-          f"(batch 1), --int8 {int8_same}/{len(check)} (batched); default's scores within "
-          f"{score_gap:.3f} of fp32's on equal replies; int8 draft built in {draft_s:.2f} s "
-          f"at load")
+    print(f"--int8 replies equal to fp32 ones: {int8_same}/{len(check)} (batched)")
     for name, (same, same_b1) in compiled_same.items():
         print(f"{name} replies equal to fp32 greedy ones: {same}/{len(check)} batched, "
               f"{same_b1}/{min(200, len(check))} at batch 1")
@@ -324,11 +297,6 @@ def main() -> int:
         print(f"{name:<18} {median:10.2f} {percentile(values, 0.95):8.2f} "
               f"{1000 / median:13.1f} {batch}")
     tutorial = statistics.median(times["tutorial greedy"])
-    print(f"greedy speedup with fp32 weights only (exact replies): "
-          f"{tutorial / statistics.median(times['greedy fp32']):.2f}x; the last line is for "
-          f"the default (checked int8, {default_same}/{len(check)} replies equal fp32's)")
-    print(f"default/fp32 speed: "
-          f"{statistics.median(times['greedy fp32']) / statistics.median(times['greedy']):.2f}x")
     print(f"greedy speedup: {tutorial / statistics.median(times['greedy']):.2f}x")
     return 0
 

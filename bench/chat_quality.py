@@ -7,6 +7,9 @@ model's, the same for every decoder), BLEU against the true replies, distinct-1/
 log p(query | reply) under the backward model; the MMI decoders rerank with that same model,
 so their relevance is marked) and the median milliseconds per reply at batch 1 (over
 `--latency-queries` queries, one at a time). The true replies themselves are a row too.
+A second table times greedy, the default decoder on `--int8` copies (approximate) and the
+default decoder at batch 1 and 32 (`--batches`) on the same queries, and counts how often the
+int8 copies change the default's reply. `--latency-only` prints that table alone.
 
     python bench/chat_quality.py --run RUN [--split test] [--latency-queries 200]
     python bench/chat_quality.py --run RUN --split valid --grid     # choose the MMI settings
@@ -34,19 +37,13 @@ import time
 import torch
 from tqdm import tqdm
 
+from torchtutor.chat import run_dir as rd
 from torchtutor.chat.data.vocab import EOS
 from torchtutor.chat.evaluate import relevance, reply_measures, split_pairs, teacher_forced_loss
+from torchtutor.chat.fast.int8 import int8_chatbot
 from torchtutor.chat.infer import rerank
-from torchtutor.chat.infer.decode import (
-    BEST_DECODING,
-    DEFAULT_BATCH,
-    DecodeOptions,
-    candidates,
-    load_bot,
-    mmi_models,
-    prepare_input,
-    reply_batch,
-)
+from torchtutor.chat.infer.chatbot import Chatbot, prepare_input
+from torchtutor.chat.infer.options import BEST_DECODING, DEFAULT_BATCH, DecodeOptions
 
 
 def describe(options: DecodeOptions) -> str:
@@ -76,18 +73,37 @@ def decode_all(bot, queries: list[str], options: DecodeOptions) -> list[list[str
     words = []
     for start in tqdm(range(0, len(queries), DEFAULT_BATCH), desc="  decoding", unit="batch",
                       leave=False, file=sys.stderr):
-        words += [r.words for r in reply_batch(bot, queries[start:start + DEFAULT_BATCH],
-                                               options)]
+        words += [r.words for r in bot.reply_batch(queries[start:start + DEFAULT_BATCH],
+                                                    options)]
     return words
 
 
-def median_ms(bot, queries: list[str], options: DecodeOptions) -> float:
+def median_ms(bot, queries: list[str], options: DecodeOptions, batch: int = 1) -> float:
+    """Median milliseconds per reply over the batches of `batch` queries."""
     times = []
-    for query in queries:
+    for start in range(0, len(queries) - batch + 1, batch):
         started = time.perf_counter()
-        reply_batch(bot, [query], options)
-        times.append((time.perf_counter() - started) * 1000.0)
+        bot.reply_batch(queries[start:start + batch], options, batch_size=batch)
+        times.append((time.perf_counter() - started) * 1000.0 / batch)
     return statistics.median(times)
+
+
+def latency_table(bot: Chatbot, queries: list[str], batches: list[int]) -> None:
+    """Greedy, the default decoder on `--int8` copies (the default before it became exact:
+    approximate) and the default decoder, on the same queries, at each batch size."""
+    rows = {"greedy": (bot, DECODERS["greedy"]),
+            "default, --int8 (approximate)": (int8_chatbot(bot), BEST_DECODING),
+            "default (the trained model's)": (bot, BEST_DECODING)}
+    print(f"{'ms per reply, median':<34}" + "".join(f"{f'batch {b}':>10}" for b in batches))
+    replies = {}
+    for name, (decoder, options) in rows.items():
+        median_ms(decoder, queries[:3], options)   # warm-up
+        print(f"{name:<34}" + "".join(f"{median_ms(decoder, queries, options, b):10.1f}"
+                                      for b in batches), flush=True)
+        replies[name] = [r.words for r in decoder.reply_batch(queries, options)]
+    same = sum(a == b for a, b in zip(*list(replies.values())[1:], strict=True))
+    print(f"--int8 gives the default's reply on {same} of {len(queries)} queries "
+          f"({torch.get_num_threads()} threads, {cpu_name()}, torch {torch.__version__})")
 
 
 def relevance_of(bot, queries: list[str], replies: list[list[str]]) -> float:
@@ -142,7 +158,6 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
                                                  candidates=16)}
     sources = {name: options for name, options in sources.items() if not only or name in only}
     ids = [prepare_input(bot.vocab, q, bot.max_length).ids for q in queries]
-    searcher, scorer = mmi_models(bot)
     print(HEADER.replace("decoder" + " " * 25, "source, weight, bonus".ljust(32)))
     for source, options in sources.items():
         generator = torch.Generator().manual_seed(0)
@@ -150,10 +165,9 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
         for start in tqdm(range(0, len(ids), DEFAULT_BATCH), desc=f"  {source}", leave=False,
                           file=sys.stderr):
             chunk = ids[start:start + DEFAULT_BATCH]
-            with torch.inference_mode():   # the models the decoder itself uses
-                found = candidates(searcher, chunk, options, generator)
+            found = bot.candidates(chunk, options, generator)
             flat = [(row, h) for row, hyps in enumerate(found) for h in hyps]
-            scores = rerank.sequence_log_probs(scorer, [rerank.with_eos(h[0])
+            scores = rerank.sequence_log_probs(bot.backward, [rerank.with_eos(h[0])
                                                               for _, h in flat],
                                                [chunk[r] for r, _ in flat])
             per_row: list[list[tuple[list[int], float, float]]] = [[] for _ in chunk]
@@ -173,8 +187,8 @@ def grid(bot, pairs, weights: list[float], bonuses: list[float],
 
 def prompt_table(bot, prompts: list[str]) -> None:
     """Greedy's and the default decoder's replies side by side, as a Markdown table."""
-    greedy = reply_batch(bot, prompts, DECODERS["greedy"])
-    best = reply_batch(bot, prompts, DECODERS[DEFAULT_NAME])
+    greedy = bot.reply_batch(prompts, DECODERS["greedy"])
+    best = bot.reply_batch(prompts, DECODERS[DEFAULT_NAME])
     print(f"| prompt | greedy | {DEFAULT_NAME} |\n|---|---|---|")
     for prompt, g, b in zip(prompts, greedy, best, strict=True):
         print(f"| {prompt} | {g.text} | {b.text} |")
@@ -202,8 +216,11 @@ def main() -> int:
                         help="a file of prompts, one a line: print greedy's and the default's "
                              "replies to them instead (default: none)")
     parser.add_argument("--latency-only", action="store_true",
-                        help="time greedy and the default decoder at batch 1 on the split's "
-                             "first --latency-queries queries, nothing else (default: off)")
+                        help="only the latency table: greedy, the default on --int8 copies and "
+                             "the default, on the split's first --latency-queries queries at "
+                             "each --batches size (default: off)")
+    parser.add_argument("--batches", default="1,32",
+                        help="batch sizes of the latency table (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
@@ -211,7 +228,7 @@ def main() -> int:
         parser.error("--grid chooses settings: run it on --split valid, never on the test split")
     if args.threads:
         torch.set_num_threads(args.threads)
-    bot = load_bot(args.run, "cpu")
+    bot = Chatbot.load(args.run, "cpu")
     if bot.backward is None:
         parser.error(f"{args.run} has no backward model; train one with "
                      "`torchtutor chat train --direction backward --out RUN`")
@@ -219,16 +236,12 @@ def main() -> int:
         with open(args.prompts, encoding="utf-8") as f:
             prompt_table(bot, [line.strip() for line in f if line.strip()])
         return 0
-    pairs = split_pairs(args.run, bot.config, args.split)
+    pairs = split_pairs(args.run, rd.read_config(args.run), args.split)
     if args.limit:
         pairs = pairs[:args.limit]
     if args.latency_only:
-        queries = [q for q, _ in pairs[:args.latency_queries]]
-        for name in ("greedy", DEFAULT_NAME):
-            median_ms(bot, queries[:3], DECODERS[name])   # warm-up
-            print(f"{name}: median {median_ms(bot, queries, DECODERS[name]):.1f} ms per reply "
-                  f"at batch 1 ({len(queries)} {args.split} queries, "
-                  f"{torch.get_num_threads()} threads)")
+        latency_table(bot, [q for q, _ in pairs[:args.latency_queries]],
+                      [int(b) for b in args.batches.split(",")])
         return 0
     loss, _ = teacher_forced_loss(bot.model, bot.vocab, pairs)
     print(f"run {args.run}, {args.split} split: {len(pairs)} pairs; teacher-forced perplexity "
@@ -241,6 +254,9 @@ def main() -> int:
              [name for name in args.sources.split(",") if name])
         return 0
     results = table(bot, pairs, args.latency_queries)
+    print()
+    latency_table(bot, [q for q, _ in pairs[:args.latency_queries]],
+                  [int(b) for b in args.batches.split(",")])
     best, greedy = results[DEFAULT_NAME], results["greedy"]
     print(f"default decoder: generic {best['generic_rate']:.1%}  distinct-2 "
           f"{best['distinct_2']:.3f}  bleu {best['bleu']:.2f}  (greedy: generic "

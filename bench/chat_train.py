@@ -30,7 +30,7 @@ import torch
 
 from torchtutor.chat.config import DEFAULT, TUTORIAL, TrainConfig
 from torchtutor.chat.data.prepare import prepare_data
-from torchtutor.chat.train.run import train
+from torchtutor.chat.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 NEVER = 10**9  # an eval/checkpoint cadence that never comes

@@ -7,7 +7,6 @@ no module below this one sees the flags. Modules are imported only when their co
 
 import argparse
 import dataclasses
-import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,17 +34,15 @@ def _device(parser: argparse.ArgumentParser, default: str | None = "auto") -> No
                              "(default: auto)")
 
 
-def _handler(parser: argparse.ArgumentParser, target: str | Callable[[argparse.Namespace], int],
-             config: str | None = None) -> None:
-    """What the command runs: a function here that turns the flags into the module's config
-    and calls it, or a module's `main` ("module:main"), given `config` ("module:Class", a
-    dataclass) built from the flags named like its fields."""
-    parser.set_defaults(handler=target, config_class=config)
+def _handler(parser: argparse.ArgumentParser,
+             command: Callable[[argparse.Namespace], int]) -> None:
+    """What the command runs: a function below that imports its module (only then, so
+    `--help` stays fast), turns the flags into the module's config and calls it."""
+    parser.set_defaults(handler=command)
 
 
-def _config_from_flags(args: argparse.Namespace, spec: str) -> Any:
-    module_name, class_name = spec.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+def _config_from_flags(args: argparse.Namespace, cls: type) -> Any:
+    """A config dataclass built from the flags named like its fields."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
                   if hasattr(args, f.name)})
 
@@ -59,22 +56,9 @@ def _config_file(parser: argparse.ArgumentParser) -> None:
                         help="print the resolved config as YAML and exit (default: off)")
 
 
-class _RenamedOption(argparse.Action):
-    """An option with its new name first and the old ones after: the old names still work
-    for one release and print a notice (chat's `--corpus` became `--data`, as in vision)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
-        if option_string is not None and option_string != self.option_strings[0]:
-            print(f"notice: {option_string} is now {self.option_strings[0]}; the old name "
-                  "works until the next release", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def _data_option(p: argparse.ArgumentParser, default: str | None, help: str) -> None:
-    """Chat's corpus option, `--data` like vision's (`--corpus` kept one release)."""
-    p.add_argument("--data", "--corpus", dest="corpus", default=default, metavar="CORPUS",
-                   action=_RenamedOption, help=help)
+    """Chat's corpus option, `--data` like vision's."""
+    p.add_argument("--data", dest="corpus", default=default, metavar="CORPUS", help=help)
 
 
 def _positive_int(text: str) -> int:
@@ -124,7 +108,7 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--max-lines", type=int, default=20000, metavar="N",
                            help="read only the first N lines of a Cornell movie_lines.txt, "
                                 "for speed (0: all; default: 20000)")
-        _handler(p, f"torchtutor.lessons.{name}:main", "torchtutor.lessons.runner:LessonConfig")
+        _handler(p, _lesson)
 
 
 def _export_options(p: argparse.ArgumentParser, out_metavar: str, out_help: str,
@@ -194,7 +178,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (default: a table)")
     _device(p)
-    _handler(p, "torchtutor.vision.evaluate:main", "torchtutor.vision.evaluate:EvaluateConfig")
+    _handler(p, _vision_evaluate)
 
     p = cmds.add_parser("predict", help="top-k classes for image files")
     source = p.add_mutually_exclusive_group(required=True)
@@ -218,7 +202,7 @@ def _add_vision(sub: argparse._SubParsersAction) -> None:
                     "aoti: torch.export + AOTInductor package (default); onnx: ONNX for "
                     "onnxruntime (pip install 'torchtutor[onnx]'); torchscript: one "
                     "TorchScript file (deprecated by PyTorch; for older deployments)")
-    _handler(p, "torchtutor.vision.export:main", "torchtutor.runtime.export:ExportConfig")
+    _handler(p, _vision_export)
 
 
 # --- chat ----------------------------------------------------------------------------------
@@ -301,15 +285,9 @@ def _decoder_options(p: argparse.ArgumentParser) -> None:
 
 
 def _int8(p: argparse.ArgumentParser) -> None:
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--int8", action="store_true",
-                         help="CPU only: int8 weights, about 3x faster; replies may differ "
-                              "slightly (default: off)")
-    weights.add_argument("--exact", action="store_true",
-                         help="float32 weights only: no int8 copies for greedy search or for "
-                              "MMI's candidates on the CPU (slower, never differs from the "
-                              "trained model) (default: off; int8 copies are checked, and "
-                              "fall back to float32 by themselves)")
+    p.add_argument("--int8", action="store_true",
+                   help="CPU only: approximate int8 copies of the models, faster; a reply "
+                        "can differ from the trained model's (default: off)")
 
 
 def _add_chat(sub: argparse._SubParsersAction) -> None:
@@ -475,8 +453,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the heatmap image to write (required)")
     _device(p)
-    _handler(p, "torchtutor.chat.attention_map:main",
-             "torchtutor.chat.attention_map:AttentionConfig")
+    _handler(p, _chat_attention)
 
     p = cmds.add_parser("export", help="a self-contained chatbot for plain torch")
     _export_options(p, "PATH", "the folder to write (a file for --format torchscript)",
@@ -484,7 +461,7 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                     "(default); onnx: ONNX graphs for onnxruntime (pip install "
                     "'torchtutor[onnx]'); torchscript: one TorchScript file (deprecated "
                     "by PyTorch; for older deployments)")
-    _handler(p, "torchtutor.chat.export.command:main", "torchtutor.runtime.export:ExportConfig")
+    _handler(p, _chat_export)
 
     p = cmds.add_parser("serve", help="HTTP API and browser chat page")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
@@ -641,14 +618,14 @@ def _chat_talk(args: argparse.Namespace) -> int:
     from torchtutor.chat import talk
 
     return talk.main(talk.TalkConfig(run=args.run, device=args.device, int8=args.int8,
-                                     exact=args.exact, options=_decoding(args)))
+                                     options=_decoding(args)))
 
 
 def _chat_reply(args: argparse.Namespace) -> int:
     from torchtutor.chat import reply
 
     return reply.main(reply.ReplyConfig(run=args.run, device=args.device, int8=args.int8,
-                                        exact=args.exact, texts=list(args.text),
+                                        texts=list(args.text),
                                         as_json=args.json, options=_decoding(args)))
 
 
@@ -657,7 +634,7 @@ def _chat_evaluate(args: argparse.Namespace) -> int:
 
     return evaluate.main(evaluate.EvaluateConfig(
         run=args.run, split=args.split, corpus=args.corpus, as_json=args.json,
-        samples=max(args.samples, 0), device=args.device, int8=args.int8, exact=args.exact,
+        samples=max(args.samples, 0), device=args.device, int8=args.int8,
         options=_decoding(args)))
 
 
@@ -672,6 +649,41 @@ def _chat_serve(args: argparse.Namespace) -> int:
                                   max_connections=args.max_connections)))
 
 
+def _lesson(args: argparse.Namespace) -> int:
+    from torchtutor.lessons import autograd, chatbot, classifier, networks, tensors
+    from torchtutor.lessons.runner import LessonConfig
+
+    lessons = {"tensors": tensors, "autograd": autograd, "networks": networks,
+               "classifier": classifier, "chatbot": chatbot}
+    return lessons[args.lesson].main(_config_from_flags(args, LessonConfig))
+
+
+def _vision_evaluate(args: argparse.Namespace) -> int:
+    from torchtutor.vision import evaluate
+
+    return evaluate.main(_config_from_flags(args, evaluate.EvaluateConfig))
+
+
+def _vision_export(args: argparse.Namespace) -> int:
+    from torchtutor.runtime.export import ExportConfig
+    from torchtutor.vision import export
+
+    return export.main(_config_from_flags(args, ExportConfig))
+
+
+def _chat_attention(args: argparse.Namespace) -> int:
+    from torchtutor.chat import attention_map
+
+    return attention_map.main(_config_from_flags(args, attention_map.AttentionConfig))
+
+
+def _chat_export(args: argparse.Namespace) -> int:
+    from torchtutor.chat.export import command
+    from torchtutor.runtime.export import ExportConfig
+
+    return command.main(_config_from_flags(args, ExportConfig))
+
+
 def _vision_predict(args: argparse.Namespace) -> int:
     from torchtutor.vision import predict
 
@@ -680,21 +692,29 @@ def _vision_predict(args: argparse.Namespace) -> int:
         exported=args.exported, as_json=args.json))
 
 
-def _train_command(build_config: Callable[[argparse.Namespace], Any],
-                   module: str) -> Callable[[argparse.Namespace], int]:
-    """`vision train` / `chat train`: the resolved config, printed (--print-config) or trained
-    by `module.main` (imported only then, so --help and --print-config need no torch)."""
-    def run(args: argparse.Namespace) -> int:
-        config = build_config(args)
-        if args.print_config:
-            print(config_text(config), end="")
-            return 0
-        return importlib.import_module(module).main(config, resume=args.resume)
-    return run
+def _printed(args: argparse.Namespace, config: Any) -> bool:
+    """--print-config: the resolved config printed instead of trained (no torch needed)."""
+    if args.print_config:
+        print(config_text(config), end="")
+    return args.print_config
 
 
-_vision_train = _train_command(vision_train_config, "torchtutor.vision.train")
-_chat_train = _train_command(chat_train_config, "torchtutor.chat.train.run")
+def _vision_train(args: argparse.Namespace) -> int:
+    config = vision_train_config(args)
+    if _printed(args, config):
+        return 0
+    from torchtutor.vision import train
+
+    return train.main(config, resume=args.resume)
+
+
+def _chat_train(args: argparse.Namespace) -> int:
+    config = chat_train_config(args)
+    if _printed(args, config):
+        return 0
+    from torchtutor.chat.train import command
+
+    return command.main(config, resume=args.resume)
 
 
 def _chat_prepare(args: argparse.Namespace) -> int:
@@ -736,19 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_handler(target: str):
-    module_name, func_name = target.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if callable(args.handler):
-            result = args.handler(args)
-        else:
-            handler = _load_handler(args.handler)
-            result = handler(_config_from_flags(args, args.config_class))
+        result = args.handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,10 +13,14 @@ import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torchtutor.runtime.config import positive, to_dict
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_text
+
+if TYPE_CHECKING:   # the chatbot imports torch; `torchtutor --help` should not
+    from torchtutor.chat.infer.chatbot import Chatbot
 
 # Questions the corpus answers in short sentences (its long answers are filtered out).
 QUESTIONS = ["Hello!", "How are you?", "What's up?", "Who are you?", "Are you a robot?",
@@ -49,7 +53,8 @@ def train_demo(config: DemoConfig) -> None:
     model (reply -> query) for the default decoder's MMI reranking, each with half the budget."""
     from torchtutor.chat.config import DEMO
     from torchtutor.chat.run_dir import LAST
-    from torchtutor.chat.train.run import backward_config, train
+    from torchtutor.chat.train.loop import train
+    from torchtutor.chat.train.run import backward_config
 
     out = Path(config.out)
     budget = config.time_budget
@@ -76,32 +81,28 @@ def train_demo(config: DemoConfig) -> None:
           f"run folder {out}.", flush=True)
 
 
-def answer_questions(bot, questions: list[str] = QUESTIONS) -> None:
-    from torchtutor.chat.infer.decode import default_options, reply_batch
+def answer_questions(bot: "Chatbot", questions: list[str] = QUESTIONS) -> None:
     from torchtutor.chat.talk import format_reply, ranking
 
-    options = default_options(bot.backward is not None)
-    for question, reply in zip(questions, reply_batch(bot, questions, options), strict=True):
+    options = bot.default_options
+    for question, reply in zip(questions, bot.reply_batch(questions, options), strict=True):
         print(f"> {question}")
         for line in format_reply(reply, bot.vocab.has_unk, ranking(options)):
             print(line)
 
 
 def run_demo(config: DemoConfig, interactive: bool) -> None:
-    from torchtutor.chat.infer.decode import default_options
-    from torchtutor.chat.run_dir import load_trained
+    from torchtutor.chat.infer.chatbot import Chatbot
     from torchtutor.chat.talk import talk_in_terminal
-    from torchtutor.runtime.device import resolve_device
 
     out = Path(config.out)
-    device = resolve_device(config.device)
     if is_complete(out):
         print(f"Using the demo chatbot already trained in {out} (delete it to retrain).")
     else:
         train_demo(config)
-    bot = load_trained(out, device)
+    bot = Chatbot.load(out, config.device)
     if interactive:
-        talk_in_terminal(bot, default_options(bot.backward is not None))
+        talk_in_terminal(bot, bot.default_options)
     else:
         answer_questions(bot)
 

@@ -9,7 +9,6 @@ in the text. `tiny_bot` wraps a real, randomly initialised Seq2Seq.
 import functools
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -17,6 +16,7 @@ from torch import nn
 from torchtutor.chat.data.batches import index_pairs, make_batch
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.data.vocab import EOS, Vocab
+from torchtutor.chat.infer.chatbot import Chatbot
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 
 SENTENCES = ["hello there !", "how are you ?", "i am fine thank you .", "what is your name ?",
@@ -31,9 +31,9 @@ def make_vocab(has_unk: bool = True, sentences=SENTENCES) -> Vocab:
     return vocab
 
 
-def bot_for(model: nn.Module, vocab: Vocab, max_length: int = 10) -> SimpleNamespace:
-    """The fields of run_dir.TrainedChatbot that the decoders use."""
-    return SimpleNamespace(model=model.eval(), vocab=vocab, config={}, max_length=max_length)
+def bot_for(model: nn.Module, vocab: Vocab, max_length: int = 10) -> Chatbot:
+    """A Chatbot around a stand-in model (no backward model)."""
+    return Chatbot(model=model.eval(), vocab=vocab, max_length=max_length)
 
 
 class _Base(nn.Module):
@@ -98,7 +98,7 @@ def probability_table(vocab_size: int, rows: dict[int, dict[int, float]]) -> tor
 
 
 def tiny_bot(has_unk: bool = True, seed: int = 0, hidden: int = 16, max_length: int = 10,
-             attention: str = "dot") -> SimpleNamespace:
+             attention: str = "dot") -> Chatbot:
     vocab = make_vocab(has_unk)
     torch.manual_seed(seed)
     model = Seq2Seq(ModelConfig(vocab_size=len(vocab), hidden_size=hidden, dropout=0.0,
@@ -112,7 +112,7 @@ BAD_INPUTS = ["", "   ", "zzyzx qwerty", "\U0001F600\U0001F680 \u2764\ufe0f",
 
 
 @functools.lru_cache(maxsize=4)
-def trained_tiny_bot(has_unk: bool = True, steps: int = 100) -> SimpleNamespace:
+def trained_tiny_bot(has_unk: bool = True, steps: int = 100) -> Chatbot:
     """A tiny Seq2Seq fitted for a second to reply to each of SENTENCES with the next one, so
     its greedy replies differ from input to input (an untrained one says the same thing)."""
     vocab = make_vocab(has_unk)
@@ -153,7 +153,7 @@ def tiny_run(has_unk: bool = True) -> Path:
         from dataclasses import replace
 
         from torchtutor.chat.config import TUTORIAL, ModelConfig, PrepareConfig
-        from torchtutor.chat.train.run import train
+        from torchtutor.chat.train.loop import train
 
         out = Path(tempfile.mkdtemp(prefix="torchtutor-inference-")) / "run"
         config = replace(

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from torchtutor.chat.infer.decode import DecodeOptions, Reply
+from torchtutor.chat.infer.chatbot import Reply
+from torchtutor.chat.infer.options import DecodeOptions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {"hello", "there", "how", "are", "you", "i", "am", "fine", "?", "!", "."}

@@ -6,7 +6,6 @@ import torch
 from tests.chat.inference_helpers import tiny_run, trained_tiny_bot
 from torchtutor import cli
 from torchtutor.chat.attention_map import attention_map, plot_attention
-from torchtutor.chat.infer.decode import reply_batch
 from torchtutor.runtime.errors import UserError
 
 
@@ -14,7 +13,7 @@ def test_attention_rows_match_the_reply_and_sum_to_one(tmp_path):
     bot = trained_tiny_bot()
     amap = attention_map(bot, "How are you, zzyzx?")
     assert amap.input_words == ["how", "are", "you", "zzyzx (unk)", "?", "EOS"]
-    reply = reply_batch(bot, ["How are you, zzyzx?"])[0]
+    reply = bot.reply_batch(["How are you, zzyzx?"])[0]
     assert amap.output_words == reply.words + ["EOS"]
     assert amap.weights.shape == (len(amap.output_words), len(amap.input_words))
     torch.testing.assert_close(amap.weights.sum(1), torch.ones(len(amap.output_words)))

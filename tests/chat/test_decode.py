@@ -17,14 +17,10 @@ from tests.chat.inference_helpers import (
 )
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.data.vocab import EOS, SOS, UNK
-from torchtutor.chat.infer.decode import (
-    DecodeOptions,
-    beam_search,
-    greedy_search,
-    prepare_input,
-    reply_batch,
-)
+from torchtutor.chat.infer import search
+from torchtutor.chat.infer.chatbot import prepare_input
 from torchtutor.chat.infer.display import display_text
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.runtime.errors import UserError
 
 SPECIAL_NAMES = {"PAD", "SOS", "EOS", "UNK"}
@@ -38,7 +34,7 @@ def echo_bot(max_length=10, has_unk=True):
 def test_greedy_batch_stops_each_sequence_at_its_own_eos():
     bot = echo_bot()
     texts = ["Hello there!", "how are you?", "good bye", "I am fine, thank you."]
-    replies = reply_batch(bot, texts, DecodeOptions())
+    replies = bot.reply_batch(texts, DecodeOptions())
     # What a person reads (chat.display); `words` keeps the model's tokens.
     assert [r.text for r in replies] == ["Hello there!", "How are you?", "Good bye",
                                          "I am fine thank you."]
@@ -49,17 +45,17 @@ def test_greedy_batch_stops_each_sequence_at_its_own_eos():
         assert not r.empty and not r.truncated and r.unknown_words == []
         assert r.score < 0 and math.isfinite(r.score)
     # Same replies one at a time as in a batch.
-    assert [reply_batch(bot, [t])[0].text for t in texts] == [r.text for r in replies]
+    assert [bot.reply_batch([t])[0].text for t in texts] == [r.text for r in replies]
 
 
 def test_greedy_tokens_end_with_eos_and_never_show_specials():
     bot = tiny_bot()
     ids = [prepare_input(bot.vocab, t, bot.max_length).ids for t in ["hello", "how are you ?"]]
-    tokens, scores, _ = greedy_search(bot.model, ids, bot.max_length)
+    tokens = [t for t, _ in search.greedy(bot.model, ids, bot.max_length)]
     for row in tokens:
         assert len(row) <= bot.max_length
         assert EOS not in row[:-1] and SOS not in row and UNK not in row
-    for reply in reply_batch(bot, ["hello", "how are you ?", "good bye"]):
+    for reply in bot.reply_batch(["hello", "how are you ?", "good bye"]):
         assert not SPECIAL_NAMES & set(reply.words)
 
 
@@ -70,25 +66,25 @@ def test_unknown_words_map_to_unk_or_are_skipped():
     without = prepare_input(make_vocab(False), "hello zzyzx there", 10)
     assert without.unknown_words == ["zzyzx"] and len(without.ids) == 3
     assert without.words == ["hello", "there"]
-    only_unknown = reply_batch(echo_bot(has_unk=False), ["zzyzx qwerty"])[0]
+    only_unknown = (echo_bot(has_unk=False)).reply_batch(["zzyzx qwerty"])[0]
     assert only_unknown.empty and only_unknown.text == ""
     assert only_unknown.unknown_words == ["zzyzx", "qwerty"]
 
 
 def test_long_input_is_truncated_to_what_training_saw():
     bot = echo_bot(max_length=5)
-    reply = reply_batch(bot, ["how are you ? " * 50])[0]
+    reply = bot.reply_batch(["how are you ? " * 50])[0]
     assert reply.truncated
     # max_length 5: at most 4 words + EOS reach the encoder; the echo shows them.
     assert reply.words == ["how", "are", "you", "?"]
-    assert not reply_batch(bot, ["how are you ?"])[0].truncated
+    assert not bot.reply_batch(["how are you ?"])[0].truncated
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
 @pytest.mark.parametrize("has_unk", [True, False])
 def test_bad_input_never_crashes(method, has_unk):
     bot = tiny_bot(has_unk=has_unk)
-    replies = reply_batch(bot, BAD_INPUTS, DecodeOptions(method=method, beam_size=3, seed=0))
+    replies = bot.reply_batch(BAD_INPUTS, DecodeOptions(method=method, beam_size=3, seed=0))
     assert len(replies) == len(BAD_INPUTS)
     by_input = dict(zip(BAD_INPUTS, replies, strict=True))
     assert by_input[""].empty and by_input["   "].empty and by_input["\t\n"].empty
@@ -103,8 +99,8 @@ def test_beam_size_one_equals_greedy():
              "do you like music ?", "yes"]
     for seed in range(3):
         bot = tiny_bot(seed=seed)
-        greedy = reply_batch(bot, texts, DecodeOptions())
-        beam = reply_batch(bot, texts, DecodeOptions(method="beam", beam_size=1))
+        greedy = bot.reply_batch(texts, DecodeOptions())
+        beam = bot.reply_batch(texts, DecodeOptions(method="beam", beam_size=1))
         assert [r.text for r in beam] == [r.text for r in greedy]
         for b, g in zip(beam, greedy, strict=True):
             assert b.score == pytest.approx(g.score, abs=1e-4)
@@ -120,8 +116,8 @@ def test_beam_finds_a_likelier_reply_than_greedy():
                                      hello: {EOS: 0.3},
                                      there: {EOS: 0.95}})
     bot = bot_for(ScriptedModel(table), vocab, max_length=6)
-    greedy = reply_batch(bot, ["hi"], DecodeOptions())[0]
-    beam = reply_batch(bot, ["hi"], DecodeOptions(method="beam", beam_size=3,
+    greedy = bot.reply_batch(["hi"], DecodeOptions())[0]
+    beam = bot.reply_batch(["hi"], DecodeOptions(method="beam", beam_size=3,
                                                   length_penalty=0.0, n_best=3))[0]
     assert greedy.text == "Hello" and greedy.score == pytest.approx(math.log(0.5 * 0.3))
     assert beam.text == "There" and beam.score == pytest.approx(math.log(0.4 * 0.95), abs=1e-5)
@@ -141,12 +137,12 @@ def test_beam_is_batched_and_length_penalty_changes_the_ranking():
                                            a: {b: 0.9}, b: {EOS: 0.9}})
     bot = bot_for(ScriptedModel(table), vocab, max_length=6)
     long_p = 0.6 * 0.9 * 0.9
-    plain = reply_batch(bot, ["x", "y"], DecodeOptions(method="beam", beam_size=4,
+    plain = bot.reply_batch(["x", "y"], DecodeOptions(method="beam", beam_size=4,
                                                        length_penalty=0.0))
     assert [r.text for r in plain] == ["Hello there", "Hello there"]
     assert plain[0].score == pytest.approx(math.log(long_p), abs=1e-5)
     # Normalizing by length favours the longer reply even more; a negative penalty flips it.
-    flipped = reply_batch(bot, ["x"], DecodeOptions(method="beam", beam_size=4,
+    flipped = bot.reply_batch(["x"], DecodeOptions(method="beam", beam_size=4,
                                                     length_penalty=-2.0))[0]
     assert flipped.text == "" and flipped.score == pytest.approx(math.log(0.35), abs=1e-5)
 
@@ -155,8 +151,8 @@ def test_beam_and_greedy_on_a_real_model_batch_equals_single():
     bot = tiny_bot(seed=4)
     texts = ["hello", "how are you ?", "what is your name ?"]
     options = DecodeOptions(method="beam", beam_size=4, n_best=2)
-    batched = reply_batch(bot, texts, options)
-    single = [reply_batch(bot, [t], options)[0] for t in texts]
+    batched = bot.reply_batch(texts, options)
+    single = [bot.reply_batch([t], options)[0] for t in texts]
     assert [r.text for r in batched] == [r.text for r in single]
     for r in batched:
         assert len(r.alternatives) <= 1
@@ -165,7 +161,7 @@ def test_beam_and_greedy_on_a_real_model_batch_equals_single():
 def test_raw_beam_search_returns_sorted_hypotheses_with_eos():
     bot = tiny_bot(seed=2)
     ids = [prepare_input(bot.vocab, "hello there", 10).ids]
-    ranked = beam_search(bot.model, ids, 10, beam_size=3, length_penalty=1.0)[0]
+    ranked = search.beam_search(bot.model, ids, 10, beam_size=3, length_penalty=1.0)[0]
     assert len(ranked) >= 3
     keys = [score / len(tokens) for tokens, score in ranked]
     assert keys == sorted(keys, reverse=True)
@@ -175,17 +171,17 @@ def test_raw_beam_search_returns_sorted_hypotheses_with_eos():
 def test_sampling_is_seeded_and_knobs_reduce_to_greedy():
     bot = tiny_bot(seed=1)
     texts = ["hello", "how are you ?", "good bye", "are you a robot ?"] * 3
-    greedy = [r.text for r in reply_batch(bot, texts)]
-    first = [r.text for r in reply_batch(bot, texts, DecodeOptions(method="sample", seed=7))]
-    again = [r.text for r in reply_batch(bot, texts, DecodeOptions(method="sample", seed=7))]
+    greedy = [r.text for r in bot.reply_batch(texts)]
+    first = [r.text for r in bot.reply_batch(texts, DecodeOptions(method="sample", seed=7))]
+    again = [r.text for r in bot.reply_batch(texts, DecodeOptions(method="sample", seed=7))]
     assert first == again
-    other_seeds = {tuple(r.text for r in reply_batch(bot, texts, DecodeOptions(
+    other_seeds = {tuple(r.text for r in bot.reply_batch(texts, DecodeOptions(
         method="sample", seed=s))) for s in range(5)}
     assert len(other_seeds) > 1   # an untrained model's distribution is wide: samples differ
     for options in [DecodeOptions(method="sample", top_k=1, seed=3),
                     DecodeOptions(method="sample", top_p=1e-6, seed=3),
                     DecodeOptions(method="sample", temperature=1e-4, seed=3)]:
-        assert [r.text for r in reply_batch(bot, texts, options)] == greedy
+        assert [r.text for r in bot.reply_batch(texts, options)] == greedy
 
 
 def test_top_k_limits_choices():
@@ -194,10 +190,10 @@ def test_top_k_limits_choices():
     table = probability_table(len(vocab), {SOS: {a: 0.3, b: 0.25}, a: {EOS: 1.0},
                                            b: {EOS: 1.0}})
     bot = bot_for(ScriptedModel(table), vocab, max_length=4)
-    seen = {r.text for r in reply_batch(bot, ["x"] * 200,
+    seen = {r.text for r in bot.reply_batch(["x"] * 200,
                                         DecodeOptions(method="sample", top_k=2, seed=0))}
     assert seen == {"Hello", "There"}
-    nucleus = {r.text for r in reply_batch(bot, ["x"] * 200,
+    nucleus = {r.text for r in bot.reply_batch(["x"] * 200,
                                            DecodeOptions(method="sample", top_p=0.5, seed=0))}
     assert nucleus == {"Hello", "There"}   # 0.3 < 0.5, so the second token is needed too
 
@@ -209,13 +205,13 @@ def test_no_repeat_ngram_blocks_repeats(method):
     rows = {t: {a: 0.6, b: 0.3, EOS: 0.05} for t in range(len(vocab))}
     bot = bot_for(ScriptedModel(probability_table(len(vocab), rows)), vocab, max_length=8)
     options = DecodeOptions(method=method, beam_size=2)
-    assert reply_batch(bot, ["x"], options)[0].words == ["hello"] * 8
+    assert bot.reply_batch(["x"], options)[0].words == ["hello"] * 8
     options.no_repeat_ngram = 2
-    words = reply_batch(bot, ["x"], options)[0].words
+    words = bot.reply_batch(["x"], options)[0].words
     bigrams = list(zip(words, words[1:], strict=False))
     assert len(bigrams) == len(set(bigrams)) and len(words) >= 3
     options.no_repeat_ngram = 1
-    words = reply_batch(bot, ["x"], options)[0].words
+    words = bot.reply_batch(["x"], options)[0].words
     assert len(words) == len(set(words))
 
 
@@ -226,7 +222,7 @@ def test_bad_options_are_user_errors():
                     DecodeOptions(method="beam", beam_size=2, n_best=3),
                     DecodeOptions(no_repeat_ngram=-1)]:
         with pytest.raises(UserError):
-            reply_batch(bot, ["hello"], options)
+            bot.reply_batch(["hello"], options)
 
 
 def test_inputs_are_normalized_like_training():
@@ -247,43 +243,42 @@ def test_decoding_runs_without_autograd():
         return original(*args)
 
     bot.model.decode_step = spy
-    reply_batch(bot, ["hello"])
+    bot.reply_batch(["hello"])
     assert seen and all(seen)
 
 
 def test_int8_weights_keep_the_fitted_replies_and_survive_bad_input():
-    import copy
+    from dataclasses import replace
 
     from tests.chat.inference_helpers import SENTENCES, trained_tiny_bot
-    from torchtutor.chat.infer.decode import quantize_int8
+    from torchtutor.chat.fast.int8 import quantize_int8
 
     bot = trained_tiny_bot()
-    fast = copy.copy(bot)
-    fast.model = quantize_int8(bot.model)
+    fast = replace(bot, model=quantize_int8(bot.model))
     assert type(fast.model.out) is not torch.nn.Linear   # swapped for the int8 module
     assert type(bot.model.out) is torch.nn.Linear        # the original is left alone
-    exact = [r.text for r in reply_batch(bot, SENTENCES)]
-    assert [r.text for r in reply_batch(fast, SENTENCES)] == exact
+    exact = [r.text for r in bot.reply_batch(SENTENCES)]
+    assert [r.text for r in fast.reply_batch(SENTENCES)] == exact
     for method in ("greedy", "beam"):
-        assert len(reply_batch(fast, BAD_INPUTS, DecodeOptions(method=method))) == \
+        assert len(fast.reply_batch(BAD_INPUTS, DecodeOptions(method=method))) == \
             len(BAD_INPUTS)
 
 
 @pytest.mark.parametrize("spread", ["peaked", "flat"])
 def test_sampling_shortlist_draws_from_the_same_distribution(spread):
-    """`_sample_tokens` samples from at most SHORTLIST words when that is exact; the draws
-    follow the full top-p distribution (`_filter_for_sampling`) either way, and a flat one
+    """`sample_tokens` samples from at most SHORTLIST words when that is exact; the draws
+    follow the full top-p distribution (`filter_for_sampling`) either way, and a flat one
     that reaches beyond the shortlist still reaches all of its words."""
-    from torchtutor.chat.infer.decode import SHORTLIST, _filter_for_sampling, _sample_tokens
+    from torchtutor.chat.infer.search import SHORTLIST, filter_for_sampling, sample_tokens
 
     vocab = 3 * SHORTLIST
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(1, vocab, generator=generator) * (6.0 if spread == "peaked" else 0.01)
     log_probs = logits.log_softmax(dim=-1)
     options = DecodeOptions(method="sample", top_p=0.9)
-    expected = _filter_for_sampling(log_probs, options).softmax(dim=-1)[0]
+    expected = filter_for_sampling(log_probs, options).softmax(dim=-1)[0]
     draws = 20000
-    chosen = _sample_tokens(log_probs.expand(draws, vocab), options, generator)
+    chosen = sample_tokens(log_probs.expand(draws, vocab), options, generator)
     counts = torch.bincount(chosen, minlength=vocab).double() / draws
     assert bool((counts[expected == 0] == 0).all())          # nothing outside the nucleus
     if spread == "peaked":

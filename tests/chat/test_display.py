@@ -29,3 +29,12 @@ def test_lone_letters_after_punctuation_stay_apart():
     shown = display_text("the u . s . army".split())
     assert "'" not in shown and shown.startswith("The u. S.")
     assert display_text("s".split()) == "S"
+
+
+def test_only_the_notes_contractions_are_joined():
+    # "rifle m" is no contraction: the old rule showed "That's all the rifle'm."
+    assert display_text("that s all the rifle m .".split()) == "That's all the rifle m."
+    assert display_text("you m t".split()) == "You m t"
+    assert display_text("they re sure he d say we ll see".split()) == \
+        "They're sure he'd say we'll see"
+    assert display_text("don t s".split()) == "Don't s"   # no "don't's"

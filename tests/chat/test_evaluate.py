@@ -18,7 +18,7 @@ from torchtutor.chat.evaluate import (
     teacher_forced_loss,
     unique_replies,
 )
-from torchtutor.chat.infer.decode import DecodeOptions
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.runtime.errors import UserError
 
 PAIRS = [(normalize(q), normalize(r)) for q, r in zip(SENTENCES, SENTENCES[1:], strict=False)]

@@ -11,7 +11,6 @@ import torch
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.export.command import character_table, export_chatbot, save_exported
-from torchtutor.chat.infer.decode import reply_batch
 
 # A Python str with a lone surrogate cannot even be handed to TorchScript (it is not valid
 # UTF-8); everything else must work.
@@ -49,7 +48,7 @@ def token_text(reply) -> str:
 
 def test_greedy_replies_equal_the_eager_model(exported):
     bot, module = exported
-    eager = reply_batch(bot, TEXTS)
+    eager = bot.reply_batch(TEXTS)
     assert len({r.text for r in eager}) > 5   # a fitted model: replies differ by input
     for text, reply in zip(TEXTS, eager, strict=True):
         words, score, unknown, truncated, empty = module.reply_with_score(text)
@@ -75,13 +74,13 @@ def test_a_plain_torch_program_loads_and_chats(tmp_path):
                             input=json.dumps(TEXTS), capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [token_text(r) for r in reply_batch(bot, TEXTS)]
+    assert json.loads(result.stdout) == [token_text(r) for r in bot.reply_batch(TEXTS)]
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.load.*:DeprecationWarning")
 def test_export_command_on_a_run(tmp_path, capsys):
     from torchtutor import cli
-    from torchtutor.chat.run_dir import load_trained
+    from torchtutor.chat.infer.chatbot import Chatbot
 
     run = tiny_run()
     out = tmp_path / "bot.pt"
@@ -89,9 +88,9 @@ def test_export_command_on_a_run(tmp_path, capsys):
                      "--format", "torchscript"]) == 0
     assert "torch.jit.load" in capsys.readouterr().out
     module = torch.jit.load(str(out))
-    bot = load_trained(run, torch.device("cpu"))
+    bot = Chatbot.load(run, "cpu")
     texts = ["hello", "how are you?", "what is ai?"] + SAFE_BAD_INPUTS
-    assert [module.reply(t) for t in texts] == [token_text(r) for r in reply_batch(bot, texts)]
+    assert [module.reply(t) for t in texts] == [token_text(r) for r in bot.reply_batch(texts)]
     assert cli.main(["chat", "export", "--format", "torchscript", "--run",
                      str(tmp_path / "missing"), "--out",
                      str(tmp_path / "x.pt")]) == 2

@@ -1,6 +1,6 @@
 """`chat export --format aoti|onnx`: the exported graphs equal the model, and the folder's
 standalone chatbot.py, run by a Python that cannot import torchtutor, replies like
-`chat reply --exact --decoder greedy`."""
+`chat reply --decoder greedy`."""
 
 import json
 import random
@@ -16,7 +16,7 @@ from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.export.graphs import ExportEncoder
 from torchtutor.chat.export.package import PROGRAM, check_folder, standalone_program
-from torchtutor.chat.infer.decode import load_bot, reply_batch
+from torchtutor.chat.infer.chatbot import Chatbot as TrainedChatbot
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.runtime.errors import UserError
 
@@ -123,7 +123,7 @@ def aoti_folder(tmp_path_factory):
 def test_aoti_folder_replies_like_chat_reply_exact(aoti_folder, tmp_path):
     run = tiny_run()
     texts = _queries(run)
-    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    exact = TrainedChatbot.load(str(run), "cpu").reply_batch(texts)
     assert len({r.text for r in exact}) > 1
     assert _run_copy(aoti_folder, tmp_path, texts) == [r.text for r in exact]
     from torchtutor.chat.export.template import Chatbot
@@ -136,7 +136,7 @@ def test_aoti_folder_replies_like_chat_reply_exact(aoti_folder, tmp_path):
 
 
 def test_the_check_refuses_graphs_that_differ(aoti_folder):
-    bot = load_bot(str(tiny_run()), "cpu", exact=True)
+    bot = TrainedChatbot.load(str(tiny_run()), "cpu")
     settings = json.loads((aoti_folder / "chatbot.json").read_text())
     check_folder(bot, aoti_folder, settings)    # the written graphs pass
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_onnx_export_replies_like_chat_reply_exact(tmp_path):
     from torchtutor.chat.export.template import Chatbot
 
     texts = _queries(run, 60)
-    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    exact = TrainedChatbot.load(str(run), "cpu").reply_batch(texts)
     assert [r["reply"] for r in Chatbot(str(out)).replies(texts)] == [r.text for r in exact]
     # An existing file that is not an export folder is never replaced.
     stray = tmp_path / "notes.txt"
@@ -174,5 +174,5 @@ def test_aoti_export_of_a_tutorial_compat_run(tmp_path):
     out = tmp_path / "compat-bot"
     assert cli.main(["chat", "export", "--run", str(run), "--out", str(out)]) == 0
     texts = _queries(run, 40)
-    exact = reply_batch(load_bot(str(run), "cpu", exact=True), texts)
+    exact = TrainedChatbot.load(str(run), "cpu").reply_batch(texts)
     assert [r["reply"] for r in Chatbot(str(out)).replies(texts)] == [r.text for r in exact]

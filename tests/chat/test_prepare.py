@@ -115,15 +115,13 @@ def test_chatterbot_default_prepares_splits_without_shared_conversations(tmp_pat
     assert batch.inputs.shape[1] == 32 and int(batch.lengths.max()) <= 10
 
 
-def test_the_old_corpus_flag_still_works_with_a_notice(tmp_path, capsys):
-    # chat's --corpus became --data (vision's word); the old name is kept for one release
-    for flag, out in (("--corpus", tmp_path / "old"), ("--data", tmp_path / "new")):
-        assert cli_main(["chat", "prepare", flag, str(small_corpus(tmp_path)),
-                         "--max-length", "4", "--min-count", "2", "--out", str(out)]) == 0
-        err = capsys.readouterr().err
-        assert ("notice: --corpus is now --data" in err) == (flag == "--corpus")
-    assert (tmp_path / "old" / "stats.json").read_text() == \
-        (tmp_path / "new" / "stats.json").read_text()
+def test_the_removed_corpus_flag_is_refused(tmp_path, capsys):
+    # chat's --corpus became --data (vision's word) in 0.1; 0.2 dropped the old name
+    with pytest.raises(SystemExit) as stopped:
+        cli_main(["chat", "prepare", "--corpus", str(small_corpus(tmp_path)),
+                  "--out", str(tmp_path / "old")])
+    assert stopped.value.code == 2 and "--corpus" in capsys.readouterr().err
+    assert not (tmp_path / "old").exists()
 
 
 def test_cli_prepare_prints_table_and_writes_stats(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """MMI reranking, the backward model's direction, and the decoding options that steer."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from tests.chat.inference_helpers import (
 from torchtutor.chat.data.text import normalize
 from torchtutor.chat.data.vocab import EOS
 from torchtutor.chat.infer import rerank
-from torchtutor.chat.infer.decode import DecodeOptions, reply_batch
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.runtime.errors import UserError
 
 
@@ -58,13 +59,11 @@ def test_mmi_picks_the_candidate_with_the_best_combined_score():
 
 
 def test_rerank_never_scores_worse_than_greedy_on_a_real_model():
-    bot = trained_tiny_bot()
-    torch.manual_seed(1)
-    bot.backward = tiny_bot(seed=1, hidden=32).model
+    bot = replace(trained_tiny_bot(), backward=tiny_bot(seed=1, hidden=32).model)
     texts = [normalize(s) for s in SENTENCES]
-    greedy = reply_batch(bot, texts, DecodeOptions())
+    greedy = bot.reply_batch(texts, DecodeOptions())
     options = DecodeOptions(method="greedy", rerank="mmi", candidates=6, seed=0, mmi_weight=1.0)
-    chosen = reply_batch(bot, texts, options)
+    chosen = bot.reply_batch(texts, options)
 
     def combined(reply, text):
         ids = bot.vocab.encode(" ".join(reply.words))[0] + [EOS]
@@ -87,7 +86,7 @@ def test_min_length_and_repetition_penalty_steer_but_keep_the_scores():
     for method in ("greedy", "beam"):
         options = DecodeOptions(method=method, beam_size=3, min_length=6,
                                 repetition_penalty=50.0)
-        for text, reply in zip(texts, reply_batch(bot, texts, options), strict=True):
+        for text, reply in zip(texts, bot.reply_batch(texts, options), strict=True):
             assert len(reply.words) >= 6
             assert len(set(reply.words)) == len(reply.words)   # 50x: never twice
             ids = bot.vocab.encode(" ".join(reply.words))[0]
@@ -100,6 +99,7 @@ def test_min_length_and_repetition_penalty_steer_but_keep_the_scores():
 @pytest.mark.parametrize("options", [
     DecodeOptions(temperature=0.0), DecodeOptions(temperature=-1.0),
     DecodeOptions(temperature=math.inf),
+    DecodeOptions(temperature=5e-324),   # 0 in float32: sampling would divide 0 by 0
     DecodeOptions(beam_size=10**9), DecodeOptions(seed=2**70), DecodeOptions(seed=-1),
     DecodeOptions(candidates=-1), DecodeOptions(rerank="maybe"),
     DecodeOptions(method="sample", rerank="mmi", candidates=0),
@@ -116,10 +116,10 @@ def test_bad_decoding_options_are_one_line_errors(options):
 def test_tiny_temperature_and_top_p_sample_the_best_word():
     bot = trained_tiny_bot()
     texts = [normalize(s) for s in SENTENCES]
-    greedy = [r.words for r in reply_batch(bot, texts, DecodeOptions(method="greedy"))]
+    greedy = [r.words for r in bot.reply_batch(texts, DecodeOptions(method="greedy"))]
     for options in (DecodeOptions(method="sample", temperature=1e-40, seed=0),
                     DecodeOptions(method="sample", top_p=1e-300, seed=0)):
-        assert [r.words for r in reply_batch(bot, texts, options)] == greedy
+        assert [r.words for r in bot.reply_batch(texts, options)] == greedy
 
 
 def _flags(**given):
@@ -133,14 +133,14 @@ def _flags(**given):
 
 def _options(has_backward: bool, **given) -> DecodeOptions:
     """The decoder that `chat reply` with these flags resolves for a run."""
-    from torchtutor.chat.infer.decode import resolve_options
+    from torchtutor.chat.infer.options import resolve_options
     from torchtutor.cli import decoding_given
 
     return resolve_options(decoding_given(_flags(**given)), has_backward)
 
 
 def test_the_default_decoder_and_greedy_one_flag_away():
-    from torchtutor.chat.infer.decode import BEST_DECODING
+    from torchtutor.chat.infer.options import BEST_DECODING
     from torchtutor.cli import decoding_given
 
     assert decoding_given(_flags()) == {}
@@ -169,25 +169,25 @@ def test_the_command_line_refuses_bad_decoding_options_in_one_line(flags, tmp_pa
     assert err.startswith("error: ") and err.count("\n") == 1
 
 
-def test_int8_candidates_still_show_fp32_scores():
-    """On the CPU the MMI candidates come from the int8 copies (decode.mmi_models), but the
-    score a reply shows is the fp32 forward model's log p(reply | query)."""
-    from torchtutor.chat.infer.decode import attach_int8_draft, mmi_models
+def test_the_default_decoder_is_its_searches_decoded_together_and_shows_model_scores():
+    """MMI's beam hypotheses and samples share each decoder step (search.run); the reply is
+    the one the same searches run one at a time would give, and its score is the model's
+    log p(reply | query)."""
+    from torchtutor.chat.infer import search
 
-    bot = trained_tiny_bot()
-    torch.manual_seed(1)
-    bot.backward = tiny_bot(seed=1, hidden=32).model
-    attach_int8_draft(bot)
-    searcher, backward = mmi_models(bot)
-    assert searcher.model is bot.draft and backward is bot.backward_draft
+    bot = replace(trained_tiny_bot(), backward=tiny_bot(seed=1, hidden=32).model)
     texts = [normalize(s) for s in SENTENCES]
     options = DecodeOptions(method="beam", beam_size=4, rerank="mmi", candidates=3, seed=0,
-                            mmi_weight=1.0, n_best=2)
-    for text, reply in zip(texts, reply_batch(bot, texts, options), strict=True):
-        query = bot.vocab.encode(text)[0] + [EOS]
-        shown = [(reply.words, reply.score)] + [(a.split(), s) for a, s in reply.alternatives]
+                            top_p=0.9, mmi_weight=1.0, n_best=2)
+    replies = bot.reply_batch(texts, options)
+    queries = [bot.vocab.encode(text)[0] + [EOS] for text in texts]
+    rules = search.Rules(has_unk=bot.vocab.has_unk)
+    alone = rerank.mmi_rerank(bot.backward, queries, rerank.pool(
+        search.beam_search(bot.model, queries, bot.max_length, 4, 1.0, rules),
+        search.sample(bot.model, queries, bot.max_length, 3, options,
+                      torch.Generator().manual_seed(0), rules)), 1.0, 0.0)
+    assert [r.words for r in replies] == [bot.vocab.decode(ranked[0][0]) for ranked in alone]
+    for query, reply, ranked in zip(queries, replies, alone, strict=True):
         assert reply.words
-        ids = bot.vocab.encode(" ".join(reply.words))[0]
-        ids = ids + [EOS] if len(ids) < bot.max_length else ids
-        fp32 = rerank.sequence_log_probs(bot.model, [query], [ids])[0]
-        assert shown[0][1] == pytest.approx(fp32, abs=1e-4)
+        fp32 = rerank.sequence_log_probs(bot.model, [query], [ranked[0][0]])[0]
+        assert reply.score == pytest.approx(fp32, abs=1e-4)

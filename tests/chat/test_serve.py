@@ -5,7 +5,9 @@ serve a tiny trained run through `torchtutor chat serve`.
 """
 
 import asyncio
+import dataclasses
 import json
+import math
 import re
 import threading
 import time
@@ -23,10 +25,17 @@ from tests.chat.serve_support import (
     stop_server,
     tiny_run,
 )
-from torchtutor.chat.infer.decode import DecodeOptions
-from torchtutor.chat.serve.app import MAX_TEXT_CHARS, create_app, load_replier
+from torchtutor.chat.infer.options import MAX_BEAM, MAX_CANDIDATES, MAX_SEED, DecodeOptions
+from torchtutor.chat.serve.app import (
+    MAX_TEXT_CHARS,
+    OPTION_CONFLICT,
+    ReplyRequest,
+    create_app,
+    load_replier,
+)
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, ShuttingDown
 from torchtutor.cli import main
+from torchtutor.runtime.errors import UserError
 
 # --- the micro-batcher on its own -------------------------------------------------------------
 
@@ -216,7 +225,9 @@ def test_decoder_options_reach_the_decoder(client, replier):
     ({"text": "hi", "decoder": "magic"}, "decoder", "'greedy', 'beam' or 'sample'"),
     ({"text": "hi", "beam_size": 0}, "beam_size", "greater than or equal to 1"),
     ({"text": "hi", "beam_size": 1000}, "beam_size", "less than or equal to 16"),
-    ({"text": "hi", "temperature": 0}, "temperature", "greater than 0"),
+    ({"text": "hi", "temperature": 0}, "temperature", "greater than or equal to 0.0000"),
+    # a float64 that float32 (the decoder's arithmetic) rounds to 0
+    ({"text": "hi", "temperature": 5e-324}, "temperature", "greater than or equal to 0.0000"),
     ({"text": "hi", "top_p": 1.5}, "top_p", "less than or equal to 1"),
     ({"text": "hi", "top_k": -1}, "top_k", "greater than or equal to 0"),
     ({"text": "hi", "seed": -3}, "seed", "greater than or equal to 0"),
@@ -224,6 +235,13 @@ def test_decoder_options_reach_the_decoder(client, replier):
      "is more than beam_size (2)"),
     ({"text": "hi", "rerank": "mmi"}, "rerank", "backward model"),
     ({"text": "hi", "temprature": 0.5}, "temprature", "Extra inputs are not permitted"),
+    # strict: what the schema calls an integer or a number, and nothing JSON-ish near it
+    ({"text": "hi", "min_length": False}, "min_length", "valid integer"),
+    ({"text": "hi", "beam_size": "3"}, "beam_size", "valid integer"),
+    ({"text": "hi", "beam_size": 2.5}, "beam_size", "valid integer"),
+    ({"text": "hi", "temperature": "0.5"}, "temperature", "valid number"),
+    ({"text": "hi", "top_p": True}, "top_p", "valid number"),
+    ({"text": "hi", "decoder": 1}, "decoder", "'greedy', 'beam' or 'sample'"),
 ])
 def test_bad_requests_get_422_with_a_clear_message(client, replier, payload, field, words):
     response = client.post("/api/reply", json=payload)
@@ -232,6 +250,57 @@ def test_bad_requests_get_422_with_a_clear_message(client, replier, payload, fie
     assert body["message"].startswith(f"{field}: ") and words in body["message"], body
     assert body["detail"] and "input" not in body["detail"][0]   # no echo of the input
     assert replier.calls == []
+
+
+def test_whole_numbers_may_be_written_as_floats(client, replier):
+    # JSON Schema counts 3.0 as an integer, so a schema-following client may send it.
+    response = client.post("/api/reply", json={"text": "hi", "decoder": "beam",
+                                               "beam_size": 3.0, "temperature": 1})
+    assert response.status_code == 200, response.text
+    assert replier.calls[-1][1].beam_size == 3 and type(replier.calls[-1][1].beam_size) is int
+
+
+def test_fields_that_conflict_are_told_apart_from_bad_fields(client):
+    conflict = client.post("/api/reply", json={"text": "hi", "n_best": 2}).json()   # greedy
+    assert [p["type"] for p in conflict["detail"]] == [OPTION_CONFLICT]
+    bad = client.post("/api/reply", json={"text": "hi", "n_best": 0}).json()
+    assert [p["type"] for p in bad["detail"]] == ["greater_than_equal"]
+
+
+def test_the_request_schema_has_the_clis_bounds():
+    """Each bound the schema publishes is the last value DecodeOptions.check accepts."""
+    base = DecodeOptions(method="beam", beam_size=MAX_BEAM, rerank="mmi",
+                         candidates=MAX_CANDIDATES)   # n_best may reach its maximum
+
+    def accepted(name, value):
+        try:
+            dataclasses.replace(base, **{name: value}).check()
+        except UserError:
+            return False
+        return True
+
+    numbers = {}
+    for name, prop in ReplyRequest.model_json_schema()["properties"].items():
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") in ("integer", "number"):
+                numbers[name] = branch
+    assert set(numbers) == {f.name for f in dataclasses.fields(DecodeOptions)
+                            if f.type in ("int", "float", "int | None")}
+    for name, bounds in numbers.items():
+        if bounds["type"] == "integer":
+            def step(v, up):
+                return v + (1 if up else -1)
+        else:
+            def step(v, up):
+                return math.nextafter(v, math.inf if up else -math.inf)
+        low = bounds.get("minimum", bounds.get("exclusiveMinimum"))
+        high = bounds["maximum"]
+        assert low is not None, name
+        if "minimum" in bounds:
+            assert accepted(name, low) and not accepted(name, step(low, False)), name
+        else:
+            assert not accepted(name, low) and accepted(name, step(low, True)), name
+        assert accepted(name, high) and not accepted(name, step(high, True)), name
 
 
 def test_malformed_json_is_422(client):
@@ -262,11 +331,9 @@ def test_healthz_page_static_files_and_schema(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["batching"] is True
     assert health["max_batch"] == 8 and health["model"] == {"run": "stand-in"}
-    # the defaults under the API's own names (decoder, not method), the old key for a release
-    from torchtutor.chat.serve.app import ReplyRequest
-    assert set(ReplyRequest.model_fields) - {"text"} <= set(health["defaults"])
-    assert health["defaults"]["decoder"] == health["defaults"]["method"] == "greedy"
-    assert "defaults.method" in health["deprecated"]
+    # the defaults under the API's own names (decoder, not method)
+    assert set(health["defaults"]) == set(ReplyRequest.model_fields) - {"text"}
+    assert health["defaults"]["decoder"] == "greedy"
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -276,10 +343,20 @@ def test_healthz_page_static_files_and_schema(client):
         assert client.get(asset).status_code == 200
 
     schema = client.get("/openapi.json").json()
-    post = schema["paths"]["/api/reply"]["post"]
-    assert {"200", "413", "422", "503"} <= set(post["responses"])
+    guards = {"400", "408", "413", "503"}   # any path: the body and connection guards
+    assert set(schema["paths"]["/api/reply"]["post"]["responses"]) == \
+        {"200", "422", "500"} | guards
+    assert set(schema["paths"]["/healthz"]["get"]["responses"]) == {"200"} | guards
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)) == 3   # unique, as OpenAPI requires (GET and HEAD too)
     request_schema = schema["components"]["schemas"]["ReplyRequest"]
     assert request_schema["properties"]["text"]["maxLength"] == MAX_TEXT_CHARS
+    # published exactly: FastAPI's own schema would say 2**63, a seed the server refuses
+    seed = request_schema["properties"]["seed"]["anyOf"][0]
+    assert seed["maximum"] == MAX_SEED and type(seed["maximum"]) is int
+    not_utf8 = client.post("/api/reply", content=b'{"text": "\xff"}',
+                           headers={"Content-Type": "application/json"})
+    assert str(not_utf8.status_code) in schema["paths"]["/api/reply"]["post"]["responses"]
 
 
 def test_decoder_failure_is_500_and_the_service_keeps_going(replier):

@@ -4,9 +4,11 @@ and bad input that must never crash them."""
 import io
 import json
 
+import torch
+
 from tests.chat.inference_helpers import BAD_INPUTS, SENTENCES, tiny_run, trained_tiny_bot
 from torchtutor import cli
-from torchtutor.chat.infer.decode import DecodeOptions, reply_batch
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.chat.reply import reply_lines
 from torchtutor.chat.talk import format_reply, ranking, talk
 
@@ -167,25 +169,23 @@ def test_a_reply_with_no_words_is_shown_as_such():
     assert format_reply(blank_input, True)[0] == "Bot: ..."
 
 
-def test_exact_and_int8_choose_the_weights(monkeypatch, capsys):
-    from torchtutor.chat.infer import decode
+def test_only_int8_loads_int8_copies(monkeypatch, capsys):
+    from torchtutor.chat.fast import int8
 
-    seen = []
-    real = decode.load_bot
+    loaded = []
+    real = int8.load_chatbot
 
-    def spy(run, device="auto", int8=False, exact=False, fp32_scores=False):
-        assert fp32_scores   # --json shows scores: float32 ones
-        seen.append((int8, exact))
-        return real(run, device, int8, exact, fp32_scores)
-    monkeypatch.setattr("torchtutor.chat.reply.load_bot", spy)
+    def spy(run, device="auto", int8=False):
+        loaded.append(real(run, device, int8))
+        return loaded[-1]
+    monkeypatch.setattr("torchtutor.chat.reply.load_chatbot", spy)
     run = str(tiny_run())
-    for flags in ([], ["--exact"], ["--int8"]):
+    for flags in ([], ["--int8"]):
         code, captured = run_cli(["chat", "reply", "--run", run, "--device", "cpu", "--json",
                                   *flags, "hello"], "", monkeypatch, capsys)
         assert code == 0 and json.loads(captured.out)["input"] == "hello"
-    assert seen == [(False, False), (False, True), (True, False)]
-    assert getattr(real(run, "cpu", exact=True), "draft", None) is None
-    assert getattr(real(run, "cpu"), "draft", None) is not None
+    default, quantized = (type(bot.model.out) for bot in loaded)
+    assert default is torch.nn.Linear and quantized is int8.DirectInt8Linear
 
 
 def test_talk_n_best_says_what_orders_it():
@@ -200,7 +200,7 @@ def test_talk_n_best_says_what_orders_it():
     assert lines[1].startswith("     other replies, best first by log-prob / length**")
     assert [line[:8] for line in lines[2:4]] == ["     2. ", "     3. "]
     plain = DecodeOptions(method="beam", beam_size=4, n_best=3, length_penalty=0.0)
-    reply = reply_batch(bot, ["hello there!"], plain)[0]
+    reply = bot.reply_batch(["hello there!"], plain)[0]
     scores = [reply.score] + [score for _, score in reply.alternatives]
     assert scores == sorted(scores, reverse=True)   # unnormalized: in log-prob order
     assert format_reply(reply, True, ranking(plain))[1].startswith(

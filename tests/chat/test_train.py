@@ -16,19 +16,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from torchtutor import cli
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.config import TUTORIAL
+from torchtutor.chat.config import TUTORIAL, TrainConfig
 from torchtutor.chat.data.batches import index_pairs, make_batch
 from torchtutor.chat.data.prepare import PrepareConfig, prepare_data
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.chat.run_dir import load_trained
+from torchtutor.chat.train.loop import train
+from torchtutor.chat.train.objective import Objective, teacher_forcing_plan
 from torchtutor.chat.train.run import (
-    Objective,
-    TrainConfig,
     lr_factor,
     make_optimizers,
     stored_config,
-    teacher_forcing_plan,
-    train,
     unigram_from_counts,
 )
 from torchtutor.runtime.checkpoint import load_checkpoint

@@ -17,12 +17,9 @@ from torchtutor.chat.data.prepare import PrepareConfig, load_prepared, prepare_f
 from torchtutor.chat.data.store import TokenStore
 from torchtutor.chat.evaluate import split_pairs
 from torchtutor.chat.model import ModelConfig, Seq2Seq
-from torchtutor.chat.train.run import (
-    Objective,
-    make_optimizers,
-    make_schedulers,
-    train_step,
-)
+from torchtutor.chat.train.loop import train_step
+from torchtutor.chat.train.objective import Objective
+from torchtutor.chat.train.run import make_optimizers, make_schedulers
 from torchtutor.runtime.checkpoint import load_checkpoint
 
 

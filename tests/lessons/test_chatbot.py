@@ -11,7 +11,8 @@ from tests.lessons.lesson_runs import lesson_stdout, shown
 from torchtutor.chat.data.batches import index_pairs, make_batch
 from torchtutor.chat.data.corpus import read_cornell
 from torchtutor.chat.data.vocab import EOS, PAD, UNK
-from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.infer import search
+from torchtutor.chat.infer.chatbot import prepare_input
 from torchtutor.chat.infer.display import display_text
 from torchtutor.chat.model import ModelConfig, Seq2Seq
 from torchtutor.lessons import chatbot
@@ -195,7 +196,7 @@ def test_reloaded_model_replies_the_same(small, tmp_path):
     vocab, _, model = small
     ids = [vocab.word2index[w] for w in list(vocab.word2index)[:3]] + [EOS]
     reloaded = chatbot.save_and_reload(model, vocab, tmp_path)
-    assert greedy_search(reloaded, [ids], 10)[0] == greedy_search(model, [ids], 10)[0]
+    assert search.greedy(reloaded, [ids], 10) == search.greedy(model, [ids], 10)
 
 
 def test_lesson_prints_true_claims():
@@ -217,7 +218,7 @@ def test_lesson_prints_true_claims():
     assert last < first
     steps = re.findall(r"^   step \d+: (\S+) \(", out, re.M)
     assert steps and steps[-1] == "EOS" and "EOS" not in steps[:-1]
-    assert shown(out, "greedy_search's reply, as chat.display shows it") \
+    assert shown(out, "torchtutor's greedy reply, as chat.infer.display shows it") \
         == display_text(steps[:-1])
     assert shown(out, "unknown words") == "['zyzzyva']"
     # The printed mask: one row per target step, five columns, summing to the printed sums.

@@ -76,10 +76,11 @@ def test_train_evaluate_predict(tiny_tree, tmp_path, capsys):
     text = capsys.readouterr().out
     assert not re.search(r"\d\.\d{7,}", text), text[:200]   # no 0.47099998593330383
 
-    # an older version's checkpoint.pt is still read, with a notice
+    # 0.1's checkpoint.pt is no longer read (CHANGELOG.md): a one-line error, not a traceback
     (run / "last.pt").rename(run / "checkpoint.pt")
-    assert main(["vision", "evaluate", "--run", str(run), "--device", "cpu"]) == 0
-    assert "notice: " in capsys.readouterr().err
+    assert main(["vision", "evaluate", "--run", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "last.pt" in err
 
 
 def test_resume_continues_exactly(tiny_tree, tmp_path, capsys):

@@ -7,14 +7,14 @@ decoder gave that input position at that step (each row sums to 1).
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from torchtutor.chat.data.vocab import EOS
-from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.data.vocab import EOS, SOS
+from torchtutor.chat.infer import search
+from torchtutor.chat.infer.chatbot import Chatbot, prepare_input
 from torchtutor.chat.infer.display import display_text
-from torchtutor.runtime.device import resolve_device
+from torchtutor.chat.model import Seq2Seq
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.files import atomic_write_bytes, output_file
 
@@ -26,18 +26,30 @@ class AttentionMap:
     weights: torch.Tensor      # (len(output_words), len(input_words))
 
 
-def attention_map(bot: Any, text: str) -> AttentionMap:
+def attention_map(bot: Chatbot, text: str) -> AttentionMap:
     """Greedy reply to `text` with the attention weights of every step."""
     prepared = prepare_input(bot.vocab, text, bot.max_length)
-    if prepared.empty:
+    if not prepared.ids:
         raise UserError("no words I know in that text, so there is no attention to show")
-    with torch.inference_mode():
-        tokens, _, weights = greedy_search(bot.model, [prepared.ids], bot.max_length,
-                                           has_unk=bot.vocab.has_unk, keep_attention=True)
+    rules = search.Rules(has_unk=bot.vocab.has_unk)
+    tokens, _ = search.greedy(bot.model, [prepared.ids], bot.max_length, rules)[0]
     unknown = set(prepared.unknown_words) if bot.vocab.has_unk else set()
     inputs = [f"{w} (unk)" if w in unknown else w for w in prepared.words] + ["EOS"]
-    outputs = bot.vocab.decode(tokens[0]) + (["EOS"] if tokens[0][-1:] == [EOS] else [])
-    return AttentionMap(input_words=inputs, output_words=outputs, weights=weights[0])
+    outputs = bot.vocab.decode(tokens) + (["EOS"] if tokens[-1:] == [EOS] else [])
+    return AttentionMap(input_words=inputs, output_words=outputs,
+                        weights=attention_weights(bot.model, prepared.ids, tokens))
+
+
+@torch.inference_mode()
+def attention_weights(model: Seq2Seq, ids: list[int], reply: list[int]) -> torch.Tensor:
+    """(reply steps, input positions): the decoder's attention while it wrote `reply`,
+    replayed step by step from the same inputs, so the same weights as during the search."""
+    outputs, mask, hidden = search.encode(model, [ids])
+    rows = []
+    for token in [SOS] + reply[:-1]:
+        _, hidden, weights = model.decode_step(torch.tensor([token]), hidden, outputs, mask)
+        rows.append(weights[0])
+    return torch.stack(rows).float().cpu()
 
 
 def plot_attention(amap: AttentionMap, path: str | Path) -> Path:
@@ -80,11 +92,9 @@ def _is_png(path: Path) -> bool:
 
 
 def main(config: AttentionConfig) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
     text = " ".join(config.text)
     output_file(config.out, replaceable=_is_png)   # a folder or an unrelated file: refused
-    bot = load_trained(config.run, resolve_device(config.device), with_backward=False)
+    bot = Chatbot.load(config.run, config.device)
     amap = attention_map(bot, text)
     path = plot_attention(amap, config.out)
     reply = display_text([w for w in amap.output_words if w != "EOS"])

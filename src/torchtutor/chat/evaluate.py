@@ -20,16 +20,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sacrebleu
 import torch
 
+from torchtutor.chat import run_dir as rd
 from torchtutor.chat.data.batches import index_pairs, make_batch
 from torchtutor.chat.data.text import normalize_many, tokenize
-from torchtutor.chat.data.vocab import EOS
-from torchtutor.chat.infer.decode import DecodeOptions, load_bot, reply_batch
+from torchtutor.chat.data.vocab import EOS, Vocab
+from torchtutor.chat.fast.int8 import load_chatbot
+from torchtutor.chat.infer.chatbot import Chatbot
+from torchtutor.chat.infer.options import DecodeOptions
 from torchtutor.chat.infer.rerank import sequence_log_probs
+from torchtutor.chat.model import Seq2Seq
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.progress import progress, waiting
 from torchtutor.runtime.report import rounded
@@ -48,11 +51,10 @@ class EvaluateConfig:
     samples: int
     device: str
     int8: bool
-    exact: bool
     options: DecodeOptions
 
 
-def teacher_forced_loss(model: Any, vocab: Any, pairs: Sequence[tuple[str, str]],
+def teacher_forced_loss(model: Seq2Seq, vocab: Vocab, pairs: Sequence[tuple[str, str]],
                         batch_size: int = BATCH) -> tuple[float, int]:
     """Mean NLL per target token over normalized `pairs`, and the number of tokens."""
     indexed = [p for p in index_pairs(list(pairs), vocab) if len(p[0]) > 1 and len(p[1]) > 1]
@@ -97,7 +99,7 @@ def bleu(replies: Sequence[Sequence[str]], references: Sequence[str]) -> float:
                                  tokenize="none", force=True).score
 
 
-def relevance(backward: Any, vocab: Any, queries: Sequence[str],
+def relevance(backward: Seq2Seq, vocab: Vocab, queries: Sequence[str],
               replies: Sequence[Sequence[int]]) -> float:
     """Mean per-token log p(query | reply) under `backward` (reply ids with EOS)."""
     targets = [vocab.encode(q)[0] + [EOS] for q in queries]
@@ -113,14 +115,14 @@ def reply_measures(replies: Sequence[Sequence[str]], references: Sequence[str]) 
             "avg_reply_length": sum(map(len, replies)) / max(len(replies), 1)}
 
 
-def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOptions,
+def evaluate_pairs(bot: Chatbot, pairs: Sequence[tuple[str, str]], options: DecodeOptions,
                    samples: int = 5) -> dict:
     """All the numbers for normalized (query, reply) pairs."""
     if not pairs:
         raise UserError("no pairs to evaluate")
     loss, tokens = teacher_forced_loss(bot.model, bot.vocab, pairs)
     with progress(total=len(pairs), desc="evaluate: replies", unit="pair") as bar:
-        replies = reply_batch(bot, [q for q, _ in pairs], options, on_chunk=bar.update)
+        replies = bot.reply_batch([q for q, _ in pairs], options, on_chunk=bar.update)
     words = [r.words for r in replies]
     picks = sorted(random.Random(0).sample(range(len(pairs)), min(samples, len(pairs))))
     result = {
@@ -135,7 +137,7 @@ def evaluate_pairs(bot: Any, pairs: Sequence[tuple[str, str]], options: DecodeOp
         "samples": [{"input": pairs[i][0], "reference": pairs[i][1], "reply": replies[i].text}
                     for i in picks],
     }
-    if getattr(bot, "backward", None) is not None:
+    if bot.backward is not None:
         reply_ids = [bot.vocab.encode(" ".join(w))[0] + [EOS] for w in words]
         result["relevance"] = relevance(bot.backward, bot.vocab, [q for q, _ in pairs],
                                         reply_ids)
@@ -210,13 +212,13 @@ def format_report(result: dict, source: str) -> str:
 
 
 def main(config: EvaluateConfig) -> int:
-    with waiting(f"loading {config.run}"):   # the model, its int8 copies, the backward model
-        bot = load_bot(config.run, config.device, config.int8, config.exact)
+    with waiting(f"loading {config.run}"):   # the model and the backward model
+        bot = load_chatbot(config.run, config.device, config.int8)
     if config.corpus:
         pairs, skipped = corpus_pairs(config.corpus, bot.max_length)
         source = f"corpus {config.corpus}, {skipped} longer or empty pairs left out"
     else:
-        pairs = split_pairs(config.run, bot.config, config.split)
+        pairs = split_pairs(config.run, rd.read_config(config.run), config.split)
         source = f"{config.split} split"
     if not pairs:
         # A small corpus (the demo's) can leave a split empty: say what works instead.

@@ -12,15 +12,11 @@ import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
-from torchtutor.chat.infer.decode import (
-    DEFAULT_BATCH,
-    DecodeOptions,
-    load_bot,
-    notices,
-    reply_batch,
-)
+from torchtutor.chat.fast.int8 import load_chatbot
+from torchtutor.chat.infer.chatbot import Chatbot, notices
+from torchtutor.chat.infer.options import DEFAULT_BATCH, DecodeOptions
 
 
 @dataclass
@@ -29,7 +25,6 @@ class ReplyConfig:
     run: str
     device: str
     int8: bool
-    exact: bool
     texts: list[str]
     as_json: bool
     options: DecodeOptions
@@ -51,12 +46,12 @@ def json_score(score: float) -> float | None:
     return round(score, 4) if math.isfinite(score) else None
 
 
-def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json: bool,
+def reply_lines(bot: Chatbot, lines: Iterable[str], options: DecodeOptions, as_json: bool,
                 out: TextIO, err: TextIO, batch_size: int = DEFAULT_BATCH) -> int:
     """Write one reply per input line to `out` (notices to `err`); return how many."""
     count = 0
     for chunk in _chunks(lines, batch_size):
-        for text, reply in zip(chunk, reply_batch(bot, chunk, options), strict=True):
+        for text, reply in zip(chunk, bot.reply_batch(chunk, options), strict=True):
             if as_json:
                 record = {"input": text, "reply": reply.text, "tokens": " ".join(reply.words),
                           "score": None if reply.empty else json_score(reply.score),
@@ -82,9 +77,7 @@ def _stdin_lines() -> Iterable[str]:
 
 
 def main(config: ReplyConfig) -> int:
-    # --json shows scores, and shown scores are float32 log-probabilities (chat.int8 draft).
-    bot = load_bot(config.run, config.device, config.int8, config.exact,
-                   fp32_scores=config.as_json)
+    bot = load_chatbot(config.run, config.device, config.int8)
     if config.texts:
         lines: Iterable[str] = config.texts
         batch = DEFAULT_BATCH

@@ -66,7 +66,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
                         "`torchtutor chat train --out DIR`")
     path = run_dir / CONFIG
     if not (run_dir / VOCAB).is_file() and (run_dir / "metrics.csv").is_file() and \
-            any((run_dir / name).is_file() for name in ("last.pt", "checkpoint.pt")):
+            (run_dir / LAST).is_file():
         # a vision run: checkpoints and metrics, but no vocabulary
         raise UserError(f"{run_dir} is a vision run (from `vision train`), not a chat run; use "
                         "`torchtutor vision evaluate/predict --run` with it")

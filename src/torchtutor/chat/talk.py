@@ -11,9 +11,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from torchtutor.chat.infer.decode import DecodeOptions, load_bot, notices, reply_batch
+from torchtutor.chat.fast.int8 import load_chatbot
+from torchtutor.chat.infer.chatbot import Chatbot, Reply, notices
+from torchtutor.chat.infer.options import DecodeOptions
 
 QUIT_WORDS = ("q", "quit")
 
@@ -24,11 +26,10 @@ class TalkConfig:
     run: str
     device: str
     int8: bool
-    exact: bool
     options: DecodeOptions
 
 
-def format_reply(reply: Any, has_unk: bool, ranking: str | None = None) -> list[str]:
+def format_reply(reply: Reply, has_unk: bool, ranking: str | None = None) -> list[str]:
     """The lines the terminal shows for one reply: the reply, n-best alternatives, notices.
 
     Alternatives come in the decoder's order, which is by `ranking` (say "MMI score") when
@@ -48,7 +49,7 @@ def format_reply(reply: Any, has_unk: bool, ranking: str | None = None) -> list[
     return lines
 
 
-def talk(bot: Any, options: DecodeOptions, read: Callable[[str], str] = input,
+def talk(bot: Chatbot, options: DecodeOptions, read: Callable[[str], str] = input,
          out: TextIO | None = None) -> int:
     """Run the loop until `q`, `quit`, end of input or Ctrl-C; return how many replies it gave.
 
@@ -67,7 +68,7 @@ def talk(bot: Any, options: DecodeOptions, read: Callable[[str], str] = input,
         if not line.strip():
             continue   # an empty line: a new prompt, not a reply to nothing
         try:
-            reply = reply_batch(bot, [line], options)[0]
+            reply = bot.reply(line, options)
         except KeyboardInterrupt:
             print(file=out)
             break
@@ -115,7 +116,7 @@ def enable_line_editing() -> Callable[[], None]:
     return save
 
 
-def talk_in_terminal(bot: Any, options: DecodeOptions) -> int:
+def talk_in_terminal(bot: Chatbot, options: DecodeOptions) -> int:
     """`talk` for a person at a terminal: line editing and history, and how to stop."""
     save_history = enable_line_editing()
     print("Talk to the bot; 'q' or 'quit' (or Ctrl-D) ends it.")
@@ -126,7 +127,7 @@ def talk_in_terminal(bot: Any, options: DecodeOptions) -> int:
 
 
 def main(config: TalkConfig) -> int:
-    bot = load_bot(config.run, config.device, config.int8, config.exact)
+    bot = load_chatbot(config.run, config.device, config.int8)
     if sys.stdin.isatty():
         talk_in_terminal(bot, config.options)
     else:

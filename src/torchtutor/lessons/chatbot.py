@@ -33,10 +33,11 @@ from torchtutor.chat.data.corpus import (
 from torchtutor.chat.data.prepare import PrepareConfig, PreparedData, prepare_data
 from torchtutor.chat.data.text import normalize, tokenize, unicode_to_ascii
 from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK, Vocab
-from torchtutor.chat.infer.decode import greedy_search, prepare_input
+from torchtutor.chat.infer import search
+from torchtutor.chat.infer.chatbot import prepare_input
 from torchtutor.chat.infer.display import display_text
 from torchtutor.chat.model import LuongAttention, ModelConfig, Seq2Seq
-from torchtutor.chat.train.run import Objective
+from torchtutor.chat.train.objective import Objective
 from torchtutor.lessons.narration import Narrator
 from torchtutor.lessons.runner import LessonConfig, run_lesson
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -349,9 +350,9 @@ def greedy_by_hand(model: Seq2Seq, vocab: Vocab, sentence: str,
             steps.append((vocab.index2word[int(token)], score.item()))
             if int(token) == EOS:
                 break
-        package_tokens, package_scores, _ = greedy_search(model, [ids], max_length)
-    return {"ids": ids, "steps": steps, "package_tokens": package_tokens[0],
-            "package_score": package_scores[0]}
+        package_tokens, package_score = search.greedy(model, [ids], max_length)[0]
+    return {"ids": ids, "steps": steps, "package_tokens": package_tokens,
+            "package_score": package_score}
 
 
 def demo_dropout_modes(model: Seq2Seq, batch) -> dict[str, bool]:
@@ -525,7 +526,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "backpropagate the sum of each time step's mean instead, which weighs a late step "
            "holding one token like an early one holding many; torchtutor takes the mean over "
            "all real tokens (--tutorial-compat restores the notes' sum).",
-           real="torchtutor.chat.train.run.Objective")
+           real="torchtutor.chat.train.objective.Objective")
     losses = masked_losses(model, small)
     n.show("by hand: -log(gather(softmax)).masked_select(mask).mean()", f"{losses['by_hand']:.6f}")
     n.show("F.nll_loss on the masked positions", f"{losses['library']:.6f}")
@@ -537,7 +538,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "guesses are not the targets, so from the second step on the decoder sees other "
            "words and the loss changes. The notes draw one choice per batch (ratio 1.0 "
            "always forces).",
-           real="torchtutor.chat.train.run (--teacher-forcing RATIO)")
+           real="torchtutor.chat.train.objective (--teacher-forcing RATIO)")
     forcing = demo_teacher_forcing(model, small)
     n.show("second step's inputs, teacher forcing on",
            " ".join(vocab.index2word[i] for i in forcing["true_words"]))
@@ -549,7 +550,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            "gradients down in place when their total norm exceeds the limit (the notes clip "
            "the encoder's and the decoder's separately at 50). Norms under the limit stay as "
            "they are; with a limit of half the smaller norm, both end at the limit.",
-           real="torchtutor.chat.train.run.train_step (--clip)")
+           real="torchtutor.chat.train.loop.train_step (--clip)")
     clipped = demo_clipping(model, small)
     for name in ("notes", "small"):
         c = clipped[name]
@@ -571,19 +572,19 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     n.step("Define Evaluation: greedy decoding", "GreedySearchDecoder: encode the input, start "
            "the decoder from SOS, and at every step take the most likely word and its softmax "
            "score, feeding the word back in. The notes run all MAX_LENGTH steps and keep the "
-           "words after EOS; decoding stops at EOS here, as torchtutor's greedy_search does "
-           "(which gives the same words).", real="torchtutor.chat.infer.decode.greedy_search")
+           "words after EOS; decoding stops at EOS here, as torchtutor's greedy search does "
+           "(which gives the same words).", real="torchtutor.chat.infer.search.greedy")
     query = train_pairs[0][0]
     greedy = greedy_by_hand(model, vocab, query)
     n.show("input", repr(query))
     for number, (word, score) in enumerate(greedy["steps"], 1):
         n.show(f"step {number}", f"{word} ({score:.4f})")
-    n.show("greedy_search's reply, as chat.display shows it",
+    n.show("torchtutor's greedy reply, as chat.infer.display shows it",
            display_text(vocab.decode(greedy["package_tokens"])))
 
     n.step("Evaluate my text", "Input is normalized as in training. The notes stop with "
            "'Error: Encountered unknown word.' on a word outside the vocabulary; torchtutor "
-           "reads it as UNK and says so.", real="torchtutor.chat.infer.decode.prepare_input, "
+           "reads it as UNK and says so.", real="torchtutor.chat.infer.chatbot.prepare_input, "
            "torchtutor chat talk / chat reply")
     prepared = prepare_input(vocab, f"{query} zyzzyva", MAX_LENGTH)
     n.show("words", prepared.words)
@@ -600,7 +601,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
     with tempfile.TemporaryDirectory() as folder:
         reloaded = save_and_reload(model, vocab, Path(folder))
     n.show("reloaded model's greedy reply is the same",
-           greedy_search(reloaded, [greedy["ids"]], MAX_LENGTH)[0][0]
+           search.greedy(reloaded, [greedy["ids"]], MAX_LENGTH)[0][0]
            == greedy["package_tokens"])
 
 

@@ -1,6 +1,5 @@
 """Running a trained classifier: precision, batched logits with flip TTA, loading a run folder."""
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +14,8 @@ from torchtutor.vision.config import config_from_saved
 from torchtutor.vision.data import normalize
 from torchtutor.vision.models import build_model
 
-# The same name as a chat run's latest checkpoint. Runs of earlier versions saved
-# "checkpoint.pt"; it is still read, with a notice, for one release.
+# The same name as a chat run's latest checkpoint.
 CHECKPOINT_NAME = "last.pt"
-OLD_CHECKPOINT_NAME = "checkpoint.pt"
 # What the entries of a checkpoint must be (a wrong type is a one-line error, not a crash).
 CHECKPOINT_TYPES = {"model": dict, "config": dict, "classes": (list, tuple), "mean": list,
                     "std": list, "step": int, "epoch": int, "optimizer": dict}
@@ -105,14 +102,8 @@ class LoadedRun:
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
-    """The run folder's checkpoint: last.pt, or an older version's checkpoint.pt."""
-    run_dir = Path(run_dir)
-    path, old = run_dir / CHECKPOINT_NAME, run_dir / OLD_CHECKPOINT_NAME
-    if not path.exists() and old.exists():
-        print(f"notice: {old} is an older version's name for {CHECKPOINT_NAME}; it is read "
-              "for this release only (rename it)", file=sys.stderr)
-        return old
-    return path
+    """The run folder's checkpoint, last.pt."""
+    return Path(run_dir) / CHECKPOINT_NAME
 
 
 def check_vision_run(run_dir: str | Path) -> Path:

@@ -15,8 +15,8 @@ short pair's word ids (numbered before trimming) to a work folder while counting
 numpy pass over those ids applies the trim, the split and EOS and writes the token store
 (chat/store.py). Memory holds one chunk of pairs, the word table, a bounded memo of recent
 normalized texts and 8 bytes per conversation, whatever the corpus's size. The split sorts the
-conversations by a seeded 64-bit hash of their id and cuts that order in three: the same split
-as before streaming.
+conversations by a seeded 64-bit hash of their id and cuts that order in three, so every pair
+of a conversation lands in the same split, whatever order the corpus is read in.
 """
 
 import hashlib

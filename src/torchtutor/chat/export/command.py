@@ -27,13 +27,13 @@ import unicodedata
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from torchtutor.chat.data.text import unicode_to_ascii
 from torchtutor.chat.data.vocab import EOS, PAD, SOS, UNK
+from torchtutor.chat.infer.chatbot import Chatbot
 from torchtutor.chat.infer.display import PUNCTUATION
 from torchtutor.runtime.export import ExportConfig
 from torchtutor.runtime.files import atomic_write_bytes, output_file
@@ -203,8 +203,8 @@ def _trace_network(model: nn.Module) -> torch.jit.ScriptModule:
             "decode_step": (torch.tensor([SOS]), hidden, outputs, mask)})
 
 
-def export_chatbot(bot: Any) -> torch.jit.ScriptModule:
-    """The TorchScript module for a TrainedChatbot (its model must be on the CPU)."""
+def export_chatbot(bot: Chatbot) -> torch.jit.ScriptModule:
+    """The TorchScript module for a Chatbot (its model must be on the CPU)."""
     model = bot.model.eval()
     assert PAD == 0 and SOS == 1 and EOS == 2 and UNK == 3 and PUNCTUATION == (".", "!", "?")
     network = _trace_network(model)
@@ -235,7 +235,7 @@ def is_previous_export(path: Path) -> bool:
         return False
 
 
-def _export_torchscript(bot: Any, config: ExportConfig) -> int:
+def _export_torchscript(bot: Chatbot, config: ExportConfig) -> int:
     module = export_chatbot(bot)
     metadata = {"format": "torchtutor-chatbot-torchscript", "version": 1,
                 "max_length": bot.max_length, "vocab_size": len(bot.vocab),
@@ -249,7 +249,7 @@ def _export_torchscript(bot: Any, config: ExportConfig) -> int:
     return 0
 
 
-def _export_folder(bot: Any, config: ExportConfig) -> int:
+def _export_folder(bot: Chatbot, config: ExportConfig) -> int:
     from torchtutor.chat.export import package
     from torchtutor.runtime.progress import progress
 
@@ -286,8 +286,6 @@ def _export_folder(bot: Any, config: ExportConfig) -> int:
 
 
 def main(config: ExportConfig) -> int:
-    from torchtutor.chat.run_dir import load_trained
-
     # Before the slow part: a folder, or an unrelated file in the way, is a one-line error.
     if config.format == "torchscript":
         output_file(config.out, replaceable=is_previous_export)
@@ -295,7 +293,7 @@ def main(config: ExportConfig) -> int:
         from torchtutor.chat.export.package import check_out
 
         check_out(config.out)
-    bot = load_trained(config.run, torch.device("cpu"), with_backward=False)
+    bot = Chatbot.load(config.run, "cpu")
     if config.format == "torchscript":
         return _export_torchscript(bot, config)
     return _export_folder(bot, config)

@@ -23,6 +23,7 @@ from torchtutor.chat.data.vocab import EOS, SOS
 from torchtutor.chat.export import template as export_template
 from torchtutor.chat.export.graphs import export_programs
 from torchtutor.chat.infer import display
+from torchtutor.chat.infer.chatbot import Chatbot
 from torchtutor.runtime import export as runtime_export
 from torchtutor.runtime import exported
 from torchtutor.runtime.errors import UserError
@@ -91,7 +92,7 @@ def standalone_program() -> str:
     return program
 
 
-def settings_for(bot: Any, backend: str, package: str, source_run: str) -> dict:
+def settings_for(bot: Chatbot, backend: str, package: str, source_run: str) -> dict:
     return {"format": backend, "package": package, "words": list(bot.vocab.index2word),
             "has_unk": bool(bot.vocab.has_unk), "max_length": int(bot.max_length),
             "decoder": "greedy", "source_run": source_run,
@@ -151,7 +152,7 @@ def write_folder(out: str, fill: Callable[[Path], dict]) -> Path:
 TOLERANCE = 1e-3   # largest log-prob difference accepted between the graphs and torch
 
 
-def sample_inputs(bot: Any, count: int = 24) -> list[list[int]]:
+def sample_inputs(bot: Chatbot, count: int = 24) -> list[list[int]]:
     """Real inputs for the check: vocabulary words in a fixed pattern, every length from one
     word to the longest the run accepts, with EOS."""
     first = bot.vocab.num_special
@@ -161,10 +162,10 @@ def sample_inputs(bot: Any, count: int = 24) -> list[list[int]]:
             for i in range(count)]
 
 
-def check_folder(bot: Any, folder: Path, settings: dict) -> None:
+def check_folder(bot: Chatbot, folder: Path, settings: dict) -> None:
     """Run the written graphs (through chatbot.py's own loader) on real inputs, batched with
     padding and one by one, against the eager fp32 model; a UserError if they differ."""
-    from torchtutor.chat.infer.decode import encode_ids, greedy_search
+    from torchtutor.chat.infer import search
 
     json_path = folder / SETTINGS
     atomic_write_text(json_path, json.dumps(settings))
@@ -174,7 +175,7 @@ def check_folder(bot: Any, folder: Path, settings: dict) -> None:
     with torch.inference_mode():
         worst = 0.0
         for batch in (id_lists, id_lists[:1], id_lists[5:6]):
-            outputs, mask, hidden = encode_ids(model, batch)
+            outputs, mask, hidden = search.encode(model, batch)
             width = max(len(ids) for ids in batch)
             inputs = torch.tensor([ids + [0] * (width - len(ids)) for ids in batch]).t()
             got_outputs, got_mask, got_hidden = loaded.encoder(inputs.contiguous(),
@@ -188,8 +189,9 @@ def check_folder(bot: Any, folder: Path, settings: dict) -> None:
                         float(((got_outputs - outputs) * mask.unsqueeze(2)).abs().max()))
             if not torch.equal(got_mask, mask):
                 worst = float("inf")
-        exact_tokens, exact_scores, _ = greedy_search(model, id_lists, bot.max_length,
-                                                      has_unk=bot.vocab.has_unk)
+        exact = search.greedy(model, id_lists, bot.max_length,
+                              search.Rules(has_unk=bot.vocab.has_unk))
+        exact_tokens, exact_scores = [t for t, _ in exact], [s for _, s in exact]
         found = loaded._greedy(id_lists)
     same = [tokens for tokens, _ in found] == exact_tokens and all(
         abs(score - want) < TOLERANCE * bot.max_length

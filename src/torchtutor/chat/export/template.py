@@ -14,7 +14,7 @@ AOTInductor; or, from `--format onnx`, `onnx/` with the same graphs for onnxrunt
     reply = bot.replies(["hi", "what is ai?"])[0]    # text, score, unknown_words, ...
 
 The text handling below (normalization and display) is the torchtutor package's own code,
-copied in when the folder was written, so replies equal `torchtutor chat reply --exact`.
+copied in when the folder was written, so replies equal `torchtutor chat reply --decoder greedy`.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""int8 weights for decoding on the CPU: PyTorch's dynamic quantization, called directly.
+"""int8 weights for decoding on the CPU (`--int8`): PyTorch's dynamic quantization, used directly.
 
 `quantize_int8` quantizes a model's Linear and GRU weights (activations stay fp32), then swaps
 each quantized module for a thin one that calls the same quantized operator straight away.
@@ -9,12 +9,16 @@ so the numbers, are the same.
 """
 
 import warnings
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 from torch.ao.nn.quantized import dynamic as nnqd
 from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 from torch.nn.utils.rnn import PackedSequence
+
+from torchtutor.chat.infer.chatbot import Chatbot
+from torchtutor.runtime.errors import UserError
 
 
 class DirectInt8Linear(nn.Module):
@@ -88,49 +92,17 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     return quantized.eval()
 
 
-class DraftPolicy:
-    """Whether checked int8 greedy search (chat.decode.checked_greedy) is worth running.
+def int8_chatbot(bot: Chatbot) -> Chatbot:
+    """`bot` with int8 copies of its model and backward model (`--int8`, CPU only): faster
+    at batch 1, but approximate, so a user's explicit choice: a reply can differ from the
+    trained model's where two words were nearly tied (bench/RESULTS.md)."""
+    return replace(bot, model=quantize_int8(bot.model),
+                   backward=quantize_int8(bot.backward) if bot.backward is not None else None)
 
-    An unsure model (untrained, or barely trained) has near-ties in most replies, so most of
-    them are checked in fp32 and many decoded again: slower than fp32 greedy alone (0.69x the
-    tutorial's searcher, against fp32's 1.7x). The policy keeps a running estimate of a
-    checked reply's cost relative to an fp32 greedy reply, from what the last calls needed;
-    above 1 the caller decodes in fp32 instead. While it does, fp32's own top-1/top-2 gaps
-    (read from the search that runs anyway, on every `gaps_every`th call) say how many rows
-    the draft would have had to check, so the estimate keeps moving and the draft comes back
-    once the inputs are ones the model is sure about, without spending a call on it. (Trying
-    the draft every 16th call, then at doubling intervals, cost 3% and then 1% of fp32's speed
-    on an untrained model; bench/RESULTS.md.)
 
-    Costs relative to one fp32 greedy reply, measured at the tutorial's size on a trained run
-    (bench/RESULTS.md): an int8 reply 0.51, a teacher-forced fp32 check about two thirds
-    (most of it the encoder); a reply decoded again costs one fp32 reply more.
-    """
-
-    draft_cost = 0.51
-    check_cost = 0.67
-    smoothing = 0.25       # weight of the newest call in the running estimate
-    gaps_every = 4         # while the draft is off, read fp32's gaps on every 4th call
-
-    def __init__(self, fp32_scores: bool = False):
-        self.fp32_scores = fp32_scores   # scores must be fp32 for every row: no draft then
-        self.expected = self.draft_cost
-        self.fp32_calls = 0
-
-    def use_draft(self) -> bool:
-        return not self.fp32_scores and self.expected <= 1.0
-
-    def wants_gaps(self) -> bool:
-        """Whether this fp32-only call should read its top-1/top-2 gaps for `record` (reading
-        them costs about 0.5% of a reply at batch 1, so not on every call)."""
-        if self.fp32_scores:
-            return False
-        self.fp32_calls += 1
-        return self.fp32_calls % self.gaps_every == 0
-
-    def record(self, rows: int, checked: int, redone: int) -> None:
-        """What one call of checked greedy needed: rows decoded, checked, decoded again."""
-        if rows <= 0:
-            return
-        cost = self.draft_cost + (self.check_cost * checked + redone) / rows
-        self.expected += self.smoothing * (cost - self.expected)
+def load_chatbot(run: str, device: str = "auto", int8: bool = False) -> Chatbot:
+    """A run's Chatbot, or with `int8` (the user's choice, CPU only) its int8 copy."""
+    if int8 and (device or "auto") not in ("auto", "cpu"):
+        raise UserError("--int8 runs on the CPU only; leave out --device or use --device cpu")
+    bot = Chatbot.load(run, "cpu" if int8 else device)
+    return int8_chatbot(bot) if int8 else bot

@@ -9,10 +9,23 @@ does this; talk, reply, serve, the page and the exported chatbot all show its ou
 """
 
 PUNCTUATION = (".", "!", "?")
-# The pieces that follow an apostrophe in English contractions: don't, I'm, you're, we've,
-# I'll, he'd, it's / John's. After the normalization each stands alone as its own token, and
-# none of them is a word by itself, so joining them back is safe.
-CONTRACTION_TAILS = ("t", "m", "re", "ve", "ll", "d", "s")
+# The contractions the notes' normalization splits, as (word before, piece after): "i m" ->
+# "i'm", "don t" -> "don't". Only these pairs are joined back: a model that writes "rifle m"
+# meant no contraction, and "rifle'm" would be wrong. "s" is the exception: after any word of
+# two or more letters it is "it's" or a possessive ("dad's"); a lone letter stays apart
+# ("u . s ." is U.S.).
+CONTRACTIONS = {
+    "t": {"don", "can", "won", "isn", "aren", "wasn", "weren", "didn", "doesn", "couldn",
+          "wouldn", "shouldn", "haven", "hasn", "hadn", "ain", "mustn", "needn", "shan"},
+    "m": {"i"},
+    "re": {"you", "we", "they", "who", "what", "where", "there", "how", "why", "here"},
+    "ve": {"i", "you", "we", "they", "who", "what", "could", "would", "should", "might",
+           "must", "there"},
+    "ll": {"i", "you", "he", "she", "it", "we", "they", "who", "what", "that", "there",
+           "this", "where"},
+    "d": {"i", "you", "he", "she", "it", "we", "they", "who", "what", "that", "there",
+          "where", "how", "why"},
+}
 # Words whose apostrophe starts them or sits inside a longer word: o'clock, ma'am, y'all.
 JOINED_PAIRS = {("o", "clock"): "o'clock", ("ma", "am"): "ma'am", ("y", "all"): "y'all"}
 PRONOUN_I = {"i", "i'm", "i'll", "i'd", "i've"}
@@ -25,14 +38,20 @@ def _rejoin(words: list[str]) -> list[str]:
         previous = out[-1] if out else ""
         if word in PUNCTUATION and out:
             out[-1] = previous + word
-        elif (word in CONTRACTION_TAILS and previous and previous[-1].isalpha()
-              and "'" not in previous):
+        elif _contraction(previous, word):
             out[-1] = previous + "'" + word
         elif (previous, word) in JOINED_PAIRS:
             out[-1] = JOINED_PAIRS[(previous, word)]
         else:
             out.append(word)
     return out
+
+
+def _contraction(previous: str, word: str) -> bool:
+    """Whether `word` is the piece after the apostrophe of a contraction ending `previous`."""
+    if word == "s":
+        return len(previous) > 1 and previous.isalpha()
+    return previous in CONTRACTIONS.get(word, ())
 
 
 def display_text(words: list[str]) -> str:

@@ -21,7 +21,17 @@ MAX_BEAM = 16
 MAX_CANDIDATES = 64
 MAX_NO_REPEAT = 10
 MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
+# The smallest temperature float32 holds: the decoder divides float32 logits by it, and a
+# smaller one (5e-324, say) rounds to 0 there, so that 0/0 gives NaN probabilities.
+MIN_TEMPERATURE = 2.0**-149
 MAX_SEED = 2**63 - 1
+MAX_MIN_LENGTH = 1000
+MAX_TOP_K = 10**9
+# (lowest, highest), both allowed
+LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+MMI_WEIGHT_RANGE = (-50.0, 50.0)
+LENGTH_BONUS_RANGE = (-10.0, 10.0)
+REPETITION_PENALTY_RANGE = (1.0, 100.0)   # 1: off; below 1 would favour repeats
 
 
 @dataclass
@@ -53,8 +63,8 @@ class DecodeOptions:
         _check_int("--beam-size", self.beam_size, 1, MAX_BEAM)
         _check_int("--n-best", self.n_best, 1, MAX_BEAM + MAX_CANDIDATES)
         _check_int("--candidates", self.candidates, 0, MAX_CANDIDATES)
-        _check_int("--min-length", self.min_length, 0, 1000)
-        _check_int("--top-k", self.top_k, 0, 10**9)
+        _check_int("--min-length", self.min_length, 0, MAX_MIN_LENGTH)
+        _check_int("--top-k", self.top_k, 0, MAX_TOP_K)
         _check_int("--no-repeat-ngram", self.no_repeat_ngram, 0, MAX_NO_REPEAT)
         if self.seed is not None:
             _check_int("--seed", self.seed, 0, MAX_SEED)
@@ -66,14 +76,14 @@ class DecodeOptions:
         if self.n_best > pool:
             what = "--beam-size" if self.rerank == "none" else "the candidates reranked"
             raise UserError(f"--n-best {self.n_best} is more than {what} ({pool})")
-        _check_float("--temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         if self.temperature == 0:
             raise UserError("--temperature must be above 0 (use --decoder greedy for the "
                             "likeliest word)")
-        _check_float("--length-penalty", self.length_penalty, -10.0, 10.0)
-        _check_float("--mmi-weight", self.mmi_weight, -50.0, 50.0)
-        _check_float("--length-bonus", self.length_bonus, -10.0, 10.0)
-        _check_float("--repetition-penalty", self.repetition_penalty, 1.0, 100.0)
+        _check_float("--temperature", self.temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
+        _check_float("--length-penalty", self.length_penalty, *LENGTH_PENALTY_RANGE)
+        _check_float("--mmi-weight", self.mmi_weight, *MMI_WEIGHT_RANGE)
+        _check_float("--length-bonus", self.length_bonus, *LENGTH_BONUS_RANGE)
+        _check_float("--repetition-penalty", self.repetition_penalty, *REPETITION_PENALTY_RANGE)
         if not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
             raise UserError(f"--top-p must be in (0, 1], not {self.top_p}")
 

@@ -17,11 +17,10 @@ Both scores are read from one teacher-forced pass per model over all candidates 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from torchtutor.chat.data.vocab import EOS, PAD
+from torchtutor.chat.model import Seq2Seq
 from torchtutor.runtime.device import device_of
 
 Hypothesis = tuple[list[int], float]   # token ids (EOS included when reached), log p(r | q)
@@ -34,7 +33,7 @@ def _padded(rows: list[list[int]], device: torch.device) -> torch.Tensor:
                         dtype=torch.long, device=device).t()
 
 
-def sequence_log_probs(model: Any, sources: list[list[int]], targets: list[list[int]],
+def sequence_log_probs(model: Seq2Seq, sources: list[list[int]], targets: list[list[int]],
                        chunk: int = 256) -> list[float]:
     """log p(target | source) for each pair (ids with EOS), teacher-forced, `chunk` at a time."""
     device = device_of(model)
@@ -76,7 +75,7 @@ def pool(*sources: list[list[Hypothesis]], min_length: int = 0) -> list[list[Hyp
     return merged
 
 
-def mmi_rerank(backward: Any, queries: list[list[int]], candidates: list[list[Hypothesis]],
+def mmi_rerank(backward: Seq2Seq, queries: list[list[int]], candidates: list[list[Hypothesis]],
                mmi_weight: float, length_bonus: float) -> list[list[Hypothesis]]:
     """Each input's candidates, best first by the MMI score (module docstring); the scores
     returned stay log p(r | q), so they compare with every other decoder's."""

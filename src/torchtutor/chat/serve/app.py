@@ -10,12 +10,15 @@ requests that arrive together as one batch. `create_app` takes the decode functi
 (`replier(texts, options) -> replies`), so tests and benchmarks can serve a stand-in.
 
 Limits: bodies over `max_body_bytes` get 413, bodies that are not UTF-8 or nest JSON deeper
-than `MAX_JSON_DEPTH` 400, out-of-range fields 422 (each with a one-line `message`; 422 keeps
-FastAPI's `detail` beside it), a full queue 503. Every response carries the page's security
-headers. The connection machinery (`ServerLimits`, `guarded_protocol`) gives each request
-`read_timeout_s` to arrive whole (headers and body) and holds at most `max_connections`
-open: beyond that the oldest connection still waiting for its request is closed, or, when every
-one is busy, the new one gets 503. On SIGTERM uvicorn stops accepting connections, connections
+than `MAX_JSON_DEPTH` 400, fields of the wrong type or out of range 422 (validated strictly:
+no `true` for 1), as do fields that do not go together (their `detail` says
+`option_conflict`), a full queue 503; each answer has a one-line `message` (422 keeps
+FastAPI's `detail` beside it), and each is in /openapi.json (tests/chat/test_serve_schema.py
+holds the server to it). Every response carries the page's security headers. The connection
+machinery (`ServerLimits`, `guarded_protocol`) gives each request `read_timeout_s` to arrive
+whole (headers and body; a partial one gets 408) and holds at most `max_connections` open:
+beyond that the oldest connection still waiting for its request is closed, or, when every one
+is busy, the new one gets 503. On SIGTERM uvicorn stops accepting connections, connections
 still sending their request are dropped, the requests in flight finish, and the batcher drains
 its queue.
 """
@@ -26,8 +29,8 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import functools
 import gc
+import json
 import logging
 import os
 import re
@@ -47,15 +50,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from torchtutor.chat.infer import decode
-from torchtutor.chat.infer.decode import (
+from torchtutor.chat.infer.chatbot import Chatbot, Reply, notices
+from torchtutor.chat.infer.options import (
+    LENGTH_BONUS_RANGE,
+    LENGTH_PENALTY_RANGE,
+    MAX_BEAM,
+    MAX_CANDIDATES,
+    MAX_MIN_LENGTH,
+    MAX_NO_REPEAT,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_TEMPERATURE,
+    MMI_WEIGHT_RANGE,
+    REPETITION_PENALTY_RANGE,
     DecodeOptions,
-    Reply,
-    notices,
-    reply_batch,
     resolve_options,
 )
 from torchtutor.chat.serve.batcher import MicroBatcher, Overloaded, Replier, ShuttingDown
@@ -68,9 +80,6 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 32      # the API's JSON is two levels deep; deeper is an attack on the parser
 MAX_BATCH_WINDOW_MS = 1000.0
 MAX_TEXT_CHARS = 1000
-# Server-side ceilings on decoder work per request (the CLI trusts its user; a server must not).
-MAX_BEAM = decode.MAX_BEAM
-MAX_NO_REPEAT = decode.MAX_NO_REPEAT
 # The page may only load its own files; nothing inline, nothing from elsewhere.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -81,27 +90,52 @@ PAGE_HEADERS = {
 
 # --- the API's shapes ------------------------------------------------------------------------
 
+# The error type of fields that are valid one by one but not together (n_best above the
+# candidates, say): the schema cannot describe such rules, so clients (and the schema test)
+# can tell these refusals from a field the schema already rules out.
+OPTION_CONFLICT = "option_conflict"
+
+
+def _whole_float_as_int(value: object) -> object:
+    # JSON Schema counts 5.0 as an integer, and clients may send one; strict pydantic would not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Last in an integer field's annotations (after its bounds, so that they stay in the schema):
+# a JSON number without a fractional part, never a bool or a string.
+WHOLE = BeforeValidator(_whole_float_as_int)
+
+
 class ReplyRequest(BaseModel):
-    """One message, and optionally decoder settings that override the server's defaults."""
-    model_config = ConfigDict(extra="forbid")
+    """One message, and optionally decoder settings that override the server's defaults.
+
+    Strict, so that the server accepts exactly what the schema describes: no `true` for 1, no
+    "5" for 5, no 2.5 for an integer, no NaN. The bounds are the CLI's (chat/infer/options.py);
+    only combinations of fields are checked later (`merge_options`).
+    """
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS,
                                description="what the user said")]
     decoder: Literal["greedy", "beam", "sample"] | None = None
-    beam_size: Annotated[int, Field(ge=1, le=MAX_BEAM)] | None = None
-    length_penalty: Annotated[float, Field(ge=0.0, le=5.0)] | None = None
-    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM + decode.MAX_CANDIDATES)] | None = None
-    temperature: Annotated[float, Field(gt=0.0, le=10.0)] | None = None
-    top_k: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    beam_size: Annotated[int, Field(ge=1, le=MAX_BEAM), WHOLE] | None = None
+    length_penalty: Annotated[float, Field(ge=LENGTH_PENALTY_RANGE[0],
+                                           le=LENGTH_PENALTY_RANGE[1])] | None = None
+    n_best: Annotated[int, Field(ge=1, le=MAX_BEAM + MAX_CANDIDATES), WHOLE] | None = None
+    temperature: Annotated[float, Field(ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=MAX_TOP_K), WHOLE] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
-    no_repeat_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT)] | None = None
-    seed: Annotated[int, Field(ge=0, le=decode.MAX_SEED)] | None = None
+    no_repeat_ngram: Annotated[int, Field(ge=0, le=MAX_NO_REPEAT), WHOLE] | None = None
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED), WHOLE] | None = None
     rerank: Literal["none", "mmi"] | None = None
-    mmi_weight: Annotated[float, Field(ge=-50.0, le=50.0)] | None = None
-    length_bonus: Annotated[float, Field(ge=-10.0, le=10.0)] | None = None
-    candidates: Annotated[int, Field(ge=0, le=decode.MAX_CANDIDATES)] | None = None
-    min_length: Annotated[int, Field(ge=0, le=100)] | None = None
-    repetition_penalty: Annotated[float, Field(ge=1.0, le=100.0)] | None = None
+    mmi_weight: Annotated[float, Field(ge=MMI_WEIGHT_RANGE[0],
+                                       le=MMI_WEIGHT_RANGE[1])] | None = None
+    length_bonus: Annotated[float, Field(ge=LENGTH_BONUS_RANGE[0],
+                                         le=LENGTH_BONUS_RANGE[1])] | None = None
+    candidates: Annotated[int, Field(ge=0, le=MAX_CANDIDATES), WHOLE] | None = None
+    min_length: Annotated[int, Field(ge=0, le=MAX_MIN_LENGTH), WHOLE] | None = None
+    repetition_penalty: Annotated[float, Field(ge=REPETITION_PENALTY_RANGE[0],
+                                               le=REPETITION_PENALTY_RANGE[1])] | None = None
 
 
 class Alternative(BaseModel):
@@ -120,7 +154,32 @@ class ReplyResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error answer: one line saying what was wrong."""
     message: str
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str = Field(description=f"pydantic's error type, or {OPTION_CONFLICT!r}: fields "
+                                  "valid one by one that do not go together (or need what "
+                                  "this server's run lacks)")
+
+
+class InvalidRequest(ErrorResponse):
+    detail: list[Problem] = []
+
+
+# Answers any request may get from the guards around the routes (BodySizeLimit,
+# guarded_protocol) or from the server's state, whatever its path.
+GUARD_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse,
+          "description": "body not UTF-8, JSON nested too deeply, or a body that cannot be read"},
+    408: {"model": ErrorResponse, "description": "request not received whole in time"},
+    413: {"model": ErrorResponse, "description": "body too large"},
+    503: {"model": ErrorResponse,
+          "description": "too many open connections, queue full, or shutting down"},
+}
 
 
 # Request field -> DecodeOptions field, where the names differ (they follow the CLI's flags).
@@ -141,7 +200,7 @@ def merge_options(defaults: DecodeOptions, request: ReplyRequest,
         message = re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", "_"), str(exc))
         field = message.split(" ", 1)[0]
         field = field if field in ReplyRequest.model_fields else "body"
-        raise RequestValidationError([{"loc": ("body", field), "type": "value_error",
+        raise RequestValidationError([{"loc": ("body", field), "type": OPTION_CONFLICT,
                                        "msg": message.removeprefix(field).strip()}]) from None
 
 
@@ -317,8 +376,20 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
     app = FastAPIOffline(title="torchtutor chat", version="1", lifespan=lifespan,
                          description="A seq2seq chatbot with Luong attention, micro-batched.",
                          static_url="/docs-assets", favicon_url="/favicon.ico",
-                         swagger_ui_parameters={"validatorUrl": None})
+                         swagger_ui_parameters={"validatorUrl": None},
+                         responses=GUARD_ANSWERS)
     app.state.batcher = batcher
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            # FastAPI's OpenAPI model keeps bounds as floats: MAX_SEED (2**63 - 1) would be
+            # published as 2**63, a seed the server refuses. pydantic's own schema is exact.
+            fastapi_openapi()["components"]["schemas"]["ReplyRequest"] = \
+                ReplyRequest.model_json_schema()
+        return app.openapi_schema
+
+    app.openapi = openapi   # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
 
@@ -338,9 +409,10 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                              "detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.post("/api/reply", response_model=ReplyResponse,
-              responses={413: {"model": ErrorResponse, "description": "body too large"},
-                         422: {"description": "invalid text or decoder options"},
-                         503: {"model": ErrorResponse, "description": "queue full"}})
+              responses={422: {"model": InvalidRequest,
+                               "description": "invalid text or decoder options"},
+                         500: {"model": ErrorResponse,
+                               "description": "decoding failed (a bug; the server logs it)"}})
     async def api_reply(body: ReplyRequest, request: Request) -> Any:
         options = merge_options(defaults, body, has_backward)
         job = asyncio.ensure_future(batcher.submit(body.text, options))
@@ -370,9 +442,11 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
 
     # The server's decoder defaults under the request's field names (decoder, not method).
     api_defaults = {_API_NAMES.get(k, k): v for k, v in dataclasses.asdict(defaults).items()}
-    api_defaults["method"] = defaults.method
 
-    @app.api_route("/healthz", methods=["GET", "HEAD"])
+    # GET and HEAD as two routes: one route for both would give both the same operationId,
+    # which OpenAPI requires to be unique.
+    @app.head("/healthz", operation_id="healthz_head")
+    @app.get("/healthz", operation_id="healthz")
     async def healthz(request: Request) -> dict[str, Any]:
         connections = getattr(request.app.state, "connections", None)   # set by run_server
         return {"status": "ok", "batching": batcher.batching, "max_batch": batcher.max_batch,
@@ -380,10 +454,7 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                 "batch_window_ms": batch_window_ms, "queue": batcher.waiting,
                 "in_flight": batcher.in_flight,
                 "queue_size": queue_size, "stats": dataclasses.asdict(batcher.stats),
-                "defaults": api_defaults, "model": info or {},
-                # The old key, for one release: scripts reading defaults.method should move.
-                "deprecated": {"defaults.method": "use defaults.decoder (the API's name); "
-                                                  "defaults.method goes in the next release"}}
+                "defaults": api_defaults, "model": info or {}}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
@@ -412,10 +483,19 @@ class ServerLimits:
         check_range("graceful shutdown timeout", self.graceful_timeout_s, 0, 3600)
 
 
-_BUSY_BODY = b'{"message": "server busy: too many open connections; try again shortly"}'
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-         b"retry-after: 1\r\nconnection: close\r\n"
-         + f"content-length: {len(_BUSY_BODY)}\r\n\r\n".encode() + _BUSY_BODY)
+def _raw_answer(status: str, message: str, extra_headers: str = "") -> bytes:
+    """A whole HTTP response with a one-line `message`, for the connection guard to write
+    itself (no request cycle exists, or the one that does is being dropped)."""
+    body = json.dumps({"message": message}).encode()
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra_headers}"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+
+_BUSY = _raw_answer("503 Service Unavailable",
+                    "server busy: too many open connections; try again shortly",
+                    "retry-after: 1\r\n")
+_TIMED_OUT = _raw_answer("408 Request Timeout", "request not received whole in time; "
+                         "send it again")
 
 
 @dataclass
@@ -474,6 +554,14 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
             """Whether this connection is still waiting for (part of) a request."""
             return self.conn.their_state in waiting_states
 
+        def _give_up(self) -> None:
+            # A client that sent part of a request is told why it gets no reply. One idle
+            # between requests is closed silently: a 408 there could be read as the answer to
+            # the request it is about to send.
+            if self.conn.their_state == h11.SEND_BODY or self.conn.trailing_data[0]:
+                self.transport.write(_TIMED_OUT)
+            self._drop()
+
         def _arm(self) -> None:
             if self._deadline is not None:
                 self._deadline.cancel()
@@ -485,7 +573,7 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
                 stats.timed_out += 1
                 held = time.monotonic() - self._armed_at
                 stats.longest_timed_out_s = max(stats.longest_timed_out_s, held)
-                self._drop()
+                self._give_up()
 
         def _drop(self) -> None:
             if self.cycle is not None and not self.cycle.response_complete:
@@ -499,7 +587,7 @@ def guarded_protocol(limits: ServerLimits, stats: ConnectionStats | None = None)
                 if other is not self and other._armed_at <= old and other.reading_request() \
                         and not other.transport.is_closing():
                     stats.evicted += 1
-                    other._drop()
+                    other._give_up()
                     return True
             return False
 
@@ -533,19 +621,13 @@ class ServeConfig:
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
-    """Load a trained run once; return its decode function and a short description.
-
-    On the CPU the bot carries int8 copies (decode.attach_int8_draft) for MMI's candidates;
-    every score it returns is float32's, as the API promises (greedy then runs in float32).
-    """
-    from torchtutor.chat.infer.decode import load_bot
-
-    bot = load_bot(run_dir, device, fp32_scores=True)
+    """Load a trained run once; return its decode function and a short description."""
+    bot = Chatbot.load(run_dir, device)
     info = {"run": str(Path(run_dir).resolve().name), "vocab_size": len(bot.vocab),
             "max_length": bot.max_length, "has_unk": bool(bot.vocab.has_unk),
             "device": str(next(bot.model.parameters()).device),
             "has_backward": bot.backward is not None}
-    return functools.partial(reply_batch, bot), info
+    return bot.reply_batch, info
 
 
 def decode_threads(requested: int | None) -> int:

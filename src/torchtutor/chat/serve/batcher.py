@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from torchtutor.chat.infer.decode import DecodeOptions, Reply
+from torchtutor.chat.infer.chatbot import Reply
+from torchtutor.chat.infer.options import DecodeOptions
 
 # replier(texts, options) -> one Reply per text, in order. Called from one thread at a time.
 Replier = Callable[[list[str], DecodeOptions], list[Reply]]

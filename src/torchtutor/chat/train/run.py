@@ -1,27 +1,16 @@
-"""`torchtutor chat train`: teacher-forced seq2seq training with checkpoints and exact resume.
+"""Everything around `chat train`'s loop: the run folder, optimizers and the lr schedule,
+validation, checkpoints and exact resume, the metrics log and the progress bar, torchrun.
 
-Layout, top to bottom: the objective (what one step differentiates), the step function,
-evaluation, checkpoint state, the loop, `main`. The config (`TrainConfig`, nesting the model's
-and the data's) and the recipes are chat.config's; `train` takes that config alone.
-
-The loss is the masked negative log-likelihood of the reply's real (non-pad) tokens. The
-default takes its mean over every real token of the batch; `--tutorial-compat` backpropagates
-the notes' sum over time steps of each step's mean, decodes step by step, attends to padding
-and has no UNK, so the two can be compared. Without compat, a fully teacher-forced batch runs
-the whole-sequence decoder and projects only the real target positions onto the vocabulary.
-
-The step function and the loop are separate, and the loss lives in an `nn.Module` (the
-objective) so that DistributedDataParallel wraps it under torchrun: each rank takes its shard
-of every epoch (`BatchStream(rank=, world_size=)`, per-rank batch `--batch-size`, so the global
-batch is that times the world size), scales its loss so that DDP's gradient average is the
-mean over the global batch's real tokens, and rank 0 alone writes the run folder. A worker
-group that torchrun restarts (--max-restarts) resumes from last.pt by itself.
+`start_session` builds a `TrainSession` (the config resolved once, the data memory-mapped, the
+model, its optimizers, the batch stream, the folder started or reopened) that the loop in
+`chat.train.loop` drives. Under torchrun each rank takes its shard of every epoch
+(`BatchStream(rank=, world_size=)`, per-rank batch `--batch-size`, so the global batch is that
+times the world size) and rank 0 alone writes the run folder. A worker group that torchrun
+restarts (--max-restarts) resumes from last.pt by itself.
 """
 
 import math
-import random
 import sys
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -36,9 +25,10 @@ from tqdm.auto import tqdm
 from torchtutor.chat import run_dir as rd
 from torchtutor.chat.config import TrainConfig
 from torchtutor.chat.data.batches import Batch, BatchStream, PairSource, sorted_batches
-from torchtutor.chat.data.train_data import TrainingData, data_of_run, open_training_data
-from torchtutor.chat.data.vocab import SOS, Vocab
+from torchtutor.chat.data.train_data import TrainingData, open_training_data
+from torchtutor.chat.data.vocab import Vocab
 from torchtutor.chat.model import Seq2Seq
+from torchtutor.chat.train.objective import Objective
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime import precision
 from torchtutor.runtime.checkpoint import (
@@ -67,23 +57,6 @@ from torchtutor.runtime.seeding import rng_state, seed_everything, set_rng_state
 from torchtutor.runtime.threads import ThreadPolicy, thread_policy
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    steps: int
-    train_seconds: float        # time in training steps only
-    tokens: int                 # real target tokens trained on
-    valid_loss: float | None
-    best_valid_loss: float | None
-    reached_target: bool = False
-    evaluations: list[tuple[int, float, float]] = field(default_factory=list)
-    # (step, train_seconds, valid_loss) of every evaluation of this session
-
-
-class NonFiniteLoss(Exception):
-    pass
-
-
 def unigram_from_counts(counts: Tensor) -> Tensor:
     """Each token's log share of the training replies' tokens (EOS included), add-one smoothed,
     from each token's count (the token store counts them in chunks).
@@ -96,56 +69,6 @@ def unigram_from_counts(counts: Tensor) -> Tensor:
     smoothed = counts.double() + 1.0
     return (smoothed / smoothed.sum()).log().float()
 
-
-# --- the objective -------------------------------------------------------------------------
-
-class Objective(nn.Module):
-    """The training loss of one batch, as a module (so DDP could wrap it).
-
-    forward returns (loss to backpropagate, summed NLL over real tokens (detached)).
-    """
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: Tensor, lengths: Tensor, targets: Tensor, mask: Tensor,
-                teacher_forced: list[bool]) -> tuple[Tensor, Tensor]:
-        model = self.model
-        compat = model.config.tutorial_compat
-        encoder_outputs, encoder_mask, hidden = model.encode(inputs, lengths)
-        if all(teacher_forced) and not compat:
-            # Whole sequence; only the real positions go through the output layer.
-            features = model.teacher_forced_features(targets, hidden, encoder_outputs,
-                                                     encoder_mask)
-            logits = model.out(features[mask]).float()
-            nll_sum = F.cross_entropy(logits, targets[mask], reduction="sum")
-            return nll_sum / mask.sum(), nll_sum.detach()
-        tokens = torch.full_like(targets[0], SOS)
-        rows = []
-        for t in range(targets.size(0)):
-            log_probs, hidden, _ = model.decode_step(tokens, hidden, encoder_outputs,
-                                                     encoder_mask)
-            rows.append(-log_probs.gather(1, targets[t].unsqueeze(1)).squeeze(1))
-            # Feed the true token, or the model's own guess (no gradient flows through it).
-            tokens = targets[t] if teacher_forced[t] else log_probs.argmax(dim=1)
-        nll = torch.stack(rows).float() * mask
-        if compat:
-            # The notes: each step's mean over its real tokens, summed over the steps.
-            loss = (nll.sum(dim=1) / mask.sum(dim=1)).sum()
-        else:
-            loss = nll.sum() / mask.sum()
-        return loss, nll.sum().detach()
-
-
-def teacher_forcing_plan(ratio: float, steps: int, per_step: bool) -> list[bool]:
-    """Per step whether to feed the true token: one draw per batch (the notes) or per step."""
-    if per_step:
-        return [random.random() < ratio for _ in range(steps)]
-    return [random.random() < ratio] * steps
-
-
-# --- one step ------------------------------------------------------------------------------
 
 def make_optimizers(model: Seq2Seq, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """The notes' two Adams: encoder (with the embedding) at lr, decoder at lr * ratio.
@@ -193,43 +116,8 @@ def make_schedulers(optimizers: list[torch.optim.Optimizer], config: TrainConfig
         for opt in optimizers]
 
 
-def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],
-               schedulers: list, batch: Batch, config: TrainConfig,
-               autocast: AbstractContextManager, loss_scale: float = 1.0) -> float:
-    """One optimizer step on `batch`; returns the mean NLL per real target token.
-
-    `loss_scale` multiplies the loss before backward (a DDP rank's share of the global mean,
-    `ddp.share_of_global_mean`). Raises NonFiniteLoss before touching the weights when the
-    loss or a gradient norm is NaN or infinite. The loss, the NLL sum and both norms are read
-    back in one transfer, after backward: each read waits for the device, and on a GPU every
-    wait leaves it idle while Python queues the next kernels.
-    """
-    model = ddp.unwrap(objective).model
-    plan = teacher_forcing_plan(config.teacher_forcing, batch.max_target_len,
-                                config.teacher_forcing_per_step)
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    with autocast:
-        loss, nll_sum = objective(batch.inputs, batch.lengths, batch.targets, batch.mask, plan)
-    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
-    # The notes clip the encoder's and the decoder's parameters separately.
-    norms = [nn.utils.clip_grad_norm_(model.encoder_parameters(), config.clip),
-             nn.utils.clip_grad_norm_(model.decoder_parameters(), config.clip)]
-    value, nll, *norm_values = torch.stack(
-        [loss.detach().float(), nll_sum.detach().float(),
-         *(torch.as_tensor(n, device=loss.device).float() for n in norms)]).tolist()
-    if not math.isfinite(value):
-        raise NonFiniteLoss(value)
-    if not all(math.isfinite(norm) for norm in norm_values):
-        raise NonFiniteLoss(float("nan"))  # a finite loss with overflowing gradients
-    for opt in optimizers:
-        opt.step()
-    for scheduler in schedulers:
-        scheduler.step()
-    return nll / batch.target_tokens
-
-
 # --- evaluation ----------------------------------------------------------------------------
+
 
 def eval_batches(indexed: list[tuple[list[int], list[int]]] | PairSource,
                  batch_size: int = 256) -> list[Batch]:
@@ -263,6 +151,7 @@ def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device,
 
 
 # --- checkpoints and the run folder --------------------------------------------------------
+
 
 @dataclass
 class LoopState:
@@ -315,9 +204,12 @@ def restore(path: Path, model: Seq2Seq, optimizers: list, schedulers: list,
 
 RETHREAD_EVERY = 200   # steps between two choices of the CPU thread count (time budgets only)
 
+
 METRIC_FIELDS = ["step", "epoch", "train_loss", "valid_loss", "valid_ppl", "lr",
                  "tokens_per_s", "train_seconds"]
 # The columns that are TensorBoard curves too, and their tags.
+
+
 CURVES = {"train_loss": "loss/train", "valid_loss": "loss/valid", "valid_ppl": "perplexity/valid",
           "lr": "lr", "tokens_per_s": "tokens_per_s"}
 
@@ -340,7 +232,8 @@ def plot_losses(metrics_path: Path, out_path: Path) -> None:
 
 # --- the run's length ----------------------------------------------------------------------
 
-def _say(text: str) -> None:
+
+def say(text: str) -> None:
     """A line on stdout that does not break a progress bar."""
     tqdm.write(text, file=sys.stdout)
 
@@ -361,55 +254,7 @@ def resolve_length(config: TrainConfig, batches_per_epoch: int) -> TrainConfig:
     return replace(config, steps=steps, epochs=None, schedule_steps=horizon)
 
 
-# --- the loop ------------------------------------------------------------------------------
-
-def train(config: TrainConfig, resume: bool = False,
-          after_step: Callable[[int, Seq2Seq, float], None] | None = None) -> TrainResult:
-    """Train into `config.out`, per `config` (its model and data configs included).
-
-    `after_step(step, model, loss)` runs after every step (the bench records the first losses
-    with it; tests interrupt a run with it).
-    """
-    run = _setup(config, resume)
-    config, state, ctx = run.config, run.state, run.ctx
-    step = run.threads.timed(_step)
-    after_step = _with_test_faults(after_step, ctx)
-    window = Window()
-    batches = iter(run.stream)
-    run.model.train()
-    try:
-        while not run.done():
-            started = time.perf_counter()
-            batch = next(batches).to(run.device)
-            synced = time.perf_counter()
-            scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
-            # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
-            started += time.perf_counter() - synced
-            loss = step(run, batch, scale)
-            # The slowest rank's time, so all ranks agree when a time budget is spent.
-            seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
-            state.step += 1
-            state.train_seconds += seconds
-            state.tokens += global_tokens
-            window.add(loss, batch.target_tokens, seconds)
-            if after_step is not None:
-                after_step(state.step, run.model, loss)
-            evaluate_now = state.step % config.eval_every == 0 or run.done()
-            if state.step % run.log_every == 0 or evaluate_now:
-                _log_window(run, window, evaluate_now)
-                window = Window()
-            if state.step % config.checkpoint_every == 0 or run.done():
-                run.save(rd.LAST)
-            run.advance_bar(seconds)
-    finally:
-        run.close()
-    if not run.valid:  # nothing to validate on: the best checkpoint is the last one
-        run.save(rd.BEST)
-    ddp.cleanup(ctx)
-    return TrainResult(run_dir=run.out, steps=state.step, train_seconds=state.train_seconds,
-                       tokens=state.tokens, valid_loss=state.valid_loss,
-                       best_valid_loss=state.best_valid_loss, reached_target=run.reached,
-                       evaluations=run.evaluations)
+# --- the session ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -428,8 +273,8 @@ class Window:
 
 
 @dataclass
-class _Run:
-    """One training session as `_setup` built it: what the loop and its helpers share."""
+class TrainSession:
+    """One training session as `start_session` built it: what the loop and its helpers share."""
     config: TrainConfig           # resolved: the length, the vocabulary size, the data
     out: Path
     ctx: ddp.DistContext
@@ -474,7 +319,7 @@ class _Run:
 
     def say(self, text: str) -> None:
         if self.ctx.is_main:
-            _say(text)
+            say(text)
 
     def kept(self) -> str:
         """What a stop leaves, truthfully."""
@@ -523,19 +368,7 @@ class _Run:
         self.metrics.close()
 
 
-def _step(run: _Run, batch: Batch, scale: float) -> float:
-    """One optimizer step; a non-finite loss stops the run with one line."""
-    if run.config.tutorial_compat:
-        scale = 1.0  # the notes' per-step means: each rank's own, then DDP's average
-    try:
-        return train_step(run.objective, run.optimizers, run.schedulers, batch, run.config,
-                          run.autocast, loss_scale=scale)
-    except NonFiniteLoss as exc:
-        raise UserError(f"loss became {exc.args[0]} at step {run.state.step + 1}; "
-                        f"stopped ({run.kept()})") from None
-
-
-def _with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Callable | None:
+def with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Callable | None:
     """`after_step`, plus the kill that DDP restart tests ask for through the environment."""
     kill = ddp.fault_injection_hook(ctx)
     if kill is None:
@@ -548,7 +381,7 @@ def _with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Call
     return both
 
 
-def _log_window(run: _Run, window: Window, evaluate_now: bool) -> None:
+def log_window(run: TrainSession, window: Window, evaluate_now: bool) -> None:
     """A metrics row for the window; at an evaluation also the validation loss, best.pt and
     the loss plot."""
     state, stream = run.state, run.stream
@@ -580,7 +413,7 @@ def _log_window(run: _Run, window: Window, evaluate_now: bool) -> None:
             plot_losses(run.out / rd.METRICS, run.out / rd.LOSS_PLOT)
 
 
-def _evaluate(run: _Run) -> dict[str, str]:
+def _evaluate(run: TrainSession) -> dict[str, str]:
     """The validation loss (and whether it reached the target), as metrics columns."""
     state = run.state
     state.valid_loss = validation_loss(run.model, run.valid, run.device, run.ctx)
@@ -593,7 +426,8 @@ def _evaluate(run: _Run) -> dict[str, str]:
 
 # --- setup ---------------------------------------------------------------------------------
 
-def _setup(config: TrainConfig, resume: bool) -> _Run:
+
+def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     """Everything the loop needs, and the run folder started (or reopened for resume)."""
     if not config.out:
         raise UserError("give the run folder (--out)")
@@ -620,15 +454,7 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
                      model=replace(config.model, vocab_size=len(data.vocab)))
     asked = config.data   # the corpus as asked for: config.yaml prepares it again from there
     config = replace(config, data=data.config)
-    # The first optimizer imports torch's compiler: seconds, said as they pass off a terminal.
-    with waiting("building the model", force=None if ctx.is_main else False):
-        model = Seq2Seq(config.model).to(ctx.device)
-        if config.unigram_bias:  # a resumed run overwrites it with its saved weights below
-            with torch.no_grad():
-                model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
-                    data.target_counts(config.direction))))
-        objective = Objective(model)
-        optimizers = make_optimizers(model, config)
+    model, objective, optimizers = _build_model(config, data, ctx)
     state, saved_at = LoopState(), {}
     by_clock = config.schedule_steps is None   # the budget alone: the decay follows the clock
     schedulers = make_schedulers(optimizers, config, (lambda: state.train_seconds
@@ -639,14 +465,14 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
         ddp.barrier(ctx)  # every rank has read last.pt before rank 0 may write it again
         if ctx.is_main:
             keep_metrics_until(out / rd.METRICS, state.step)
-            _say(f"resuming {out} at step {state.step}")
+            say(f"resuming {out} at step {state.step}")
     elif ctx.is_main:
         make_folder(out)
         data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
         rd.write_config(out, config)
         write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
-    return _Run(
+    return TrainSession(
         config=config, out=out, ctx=ctx, model=model,
         # DDP wraps the objective after any restore: it starts every rank from rank 0's weights.
         objective=ddp.wrap_model(objective, ctx), optimizers=optimizers,
@@ -660,6 +486,20 @@ def _setup(config: TrainConfig, resume: bool) -> _Run:
         # Runs bound by the clock re-pick 1 or all CPU threads every RETHREAD_EVERY steps.
         threads=thread_policy(ctx.device, config.time_budget is not None, ctx.world_size,
                               RETHREAD_EVERY))
+
+
+def _build_model(config: TrainConfig, data: TrainingData, ctx: ddp.DistContext,
+                 ) -> tuple[Seq2Seq, Objective, list[torch.optim.Optimizer]]:
+    """The model on its device (its output bias started at the replies' word frequencies),
+    the objective around it and its two optimizers."""
+    # The first optimizer imports torch's compiler: seconds, said as they pass off a terminal.
+    with waiting("building the model", force=None if ctx.is_main else False):
+        model = Seq2Seq(config.model).to(ctx.device)
+        if config.unigram_bias:  # a resumed run overwrites it with its saved weights
+            with torch.no_grad():
+                model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
+                    data.target_counts(config.direction))))
+        return model, Objective(model), make_optimizers(model, config)
 
 
 def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
@@ -703,7 +543,8 @@ def _postfix(row: dict, config: TrainConfig, state: LoopState, step_seconds: flo
     return text
 
 
-# --- the command ---------------------------------------------------------------------------
+# --- stored configs ------------------------------------------------------------------------
+
 
 def stored_config(out: str | Path) -> TrainConfig:
     """The resolved config a run folder holds (config.json), pointed at `out`."""
@@ -717,31 +558,3 @@ def backward_config(forward: TrainConfig) -> TrainConfig:
     """The backward model's config: the forward run's recipe, into RUN_DIR/backward."""
     return replace(forward, out=str(Path(forward.out) / rd.BACKWARD), direction="backward",
                    backward=False)
-
-
-def _report(result: TrainResult, what: str) -> None:
-    valid = (f"validation loss {result.valid_loss:.3f} (perplexity "
-             f"{math.exp(min(result.valid_loss, 50.0)):.1f})"
-             if result.valid_loss is not None else "no validation split")
-    rate = result.tokens / result.train_seconds if result.train_seconds else 0.0
-    if ddp.is_main_process():
-        steps = f"{result.steps} step{'s' if result.steps != 1 else ''}"
-        print(f"trained {what} {steps} in {result.train_seconds:.0f} s "
-              f"({rate:.0f} tokens/s); {valid}; run folder {result.run_dir}")
-
-
-def main(config: TrainConfig, resume: bool = False) -> int:
-    """Train the run (and, by default, its backward model), or continue it (`resume`)."""
-    what = "the backward model" if config.direction == "backward" else "the chatbot"
-    _report(train(config, resume=resume), what)
-    if config.backward and config.direction == "forward":
-        backward = backward_config(config)
-        resume = (Path(backward.out) / rd.LAST).exists()
-        if resume:  # continue it with its own stored config, to the forward run's length
-            backward = replace(stored_config(backward.out), device=config.device,
-                               steps=config.steps, epochs=config.epochs,
-                               time_budget=config.time_budget)
-        # The forward run's prepared data, mapped again rather than prepared a second time.
-        backward = replace(backward, data=data_of_run(config.out, backward.data))
-        _report(train(backward, resume=resume), "the backward model")
-    return 0
