@@ -12,7 +12,16 @@ import torch
 import torchtutor
 from tests.tiny_runs import TinyRuns, session_tiny_runs, tiny_chat_config
 from tests.vision.colour_tree import COLOURS
-from torchtutor import Classifier, Prediction, UserError, VisionTrainResult, train
+from torchtutor import (
+    Chatbot,
+    Classifier,
+    DecodeOptions,
+    Prediction,
+    Reply,
+    UserError,
+    VisionTrainResult,
+    train,
+)
 from torchtutor.cli import main
 
 
@@ -32,8 +41,6 @@ def test_import_does_not_load_torch():
 
 def test_public_names_resolve_and_unknown_ones_do_not():
     for name in torchtutor.__all__:
-        if name == "Chatbot" and not _has_chatbot():
-            continue
         assert getattr(torchtutor, name) is not None
     assert "Classifier" in dir(torchtutor)
     with pytest.raises(AttributeError, match="no attribute 'load_bot'"):
@@ -122,7 +129,24 @@ def test_loading_a_bad_folder_raises_the_commands_error(runs, tmp_path, capsys):
         Classifier.load(runs.chat)
 
 
-def _has_chatbot() -> bool:
-    import importlib.util
+def test_chatbot_three_lines_answer_as_the_command_does(runs, capsys):
+    bot = Chatbot.load(runs.chat, device="cpu")
+    reply = bot.reply("hello there")
+    assert isinstance(reply, Reply) and reply.text and reply.score < 0
+    assert bot.backward is not None   # the default decoder reranks with it
+    texts = ["hello there", "how are you ?", "good bye"]
+    assert main(["chat", "reply", "--run", str(runs.chat), "--device", "cpu", *texts]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [r.text for r in bot.reply_batch(texts)] == printed
+    beam = bot.reply("hello there", DecodeOptions(method="beam", beam_size=3, n_best=3))
+    assert len(beam.alternatives) == 2
 
-    return importlib.util.find_spec("torchtutor.chat.infer.chatbot") is not None
+
+def test_loading_a_bad_chat_folder_raises_the_commands_error(runs, tmp_path, capsys):
+    for folder in (tmp_path / "nothing", runs.vision):
+        with pytest.raises(UserError) as caught:
+            Chatbot.load(folder)
+        assert main(["chat", "reply", "--run", str(folder), "hi"]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {caught.value}"
+    with pytest.raises(UserError, match="--beam-size"):
+        Chatbot.load(runs.chat, device="cpu").reply("hi", DecodeOptions(beam_size=0))

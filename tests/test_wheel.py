@@ -84,20 +84,17 @@ def test_installed_api_lines_on_tiny_runs(installed, tmp_path_factory, tmp_path)
     runs = session_tiny_runs(tmp_path_factory)
     image = sorted((runs.tree / "test" / "red").glob("*.png"))[0]
     script = textwrap.dedent(f"""
-        import importlib.util
-        from torchtutor import Classifier, UserError
+        from torchtutor import Chatbot, Classifier, UserError
 
+        bot = Chatbot.load({str(runs.chat)!r}, device="cpu")
+        print("reply", type(bot.reply("hello there").text).__name__)
         classifier = Classifier.load({str(runs.vision)!r}, device="cpu")
         print("label", classifier.predict([{str(image)!r}])[0].label)
-        if importlib.util.find_spec("torchtutor.chat.infer.chatbot") is not None:
-            from torchtutor import Chatbot
-
-            bot = Chatbot.load({str(runs.chat)!r}, device="cpu")
-            print("reply", type(bot.reply("hello there").text).__name__)
         try:
             Classifier.load("no-such-run")
         except UserError as error:
             print("error", error)
     """)
     out = _run([installed["python"], "-c", script], cwd=tmp_path, env=installed["env"])
-    assert "label " in out and "error run folder no-such-run does not exist" in out
+    assert "reply str" in out and "label " in out
+    assert "error run folder no-such-run does not exist" in out

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # Where each public name is defined.
 _HOMES = {
     "Chatbot": "torchtutor.chat.infer.chatbot",
-    "Reply": "torchtutor.chat.infer.decode",
+    "Reply": "torchtutor.chat.infer.chatbot",
     "DecodeOptions": "torchtutor.chat.infer.options",
     "TrainConfig": "torchtutor.chat.config",
     "ModelConfig": "torchtutor.chat.config",
@@ -43,8 +43,7 @@ __all__ = ["RECIPES", "Chatbot", "Classifier", "DecodeOptions", "ModelConfig", "
 if TYPE_CHECKING:  # for type checkers and the API reference; at run time, __getattr__ below
     from torchtutor.api import VisionTrainResult, train
     from torchtutor.chat.config import RECIPES, ModelConfig, PrepareConfig, TrainConfig
-    from torchtutor.chat.infer.chatbot import Chatbot
-    from torchtutor.chat.infer.decode import Reply
+    from torchtutor.chat.infer.chatbot import Chatbot, Reply
     from torchtutor.chat.infer.options import DecodeOptions
     from torchtutor.runtime.errors import UserError
     from torchtutor.vision.classifier import Classifier, Prediction

@@ -17,7 +17,7 @@ from torchtutor.runtime.errors import UserError
 from torchtutor.vision.config import TrainConfig as VisionTrainConfig
 
 if TYPE_CHECKING:
-    from torchtutor.chat.train.run import TrainResult
+    from torchtutor.chat.train.loop import TrainResult
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def _train_chatbot(config: ChatTrainConfig, resume: bool) -> TrainResult:
     decoder reranks with, as `chat train` does."""
     from torchtutor.chat import run_dir as rd
     from torchtutor.chat.data.train_data import data_of_run
+    from torchtutor.chat.train.loop import train as train_model
     from torchtutor.chat.train.run import backward_config, stored_config
-    from torchtutor.chat.train.run import train as train_model
 
     result = train_model(config, resume=resume)
     if config.backward and config.direction == "forward":
