@@ -17,7 +17,6 @@ the examples expect: `runs/cornell` and `runs/demo` (a tiny chat run with its ba
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import re
@@ -44,7 +43,6 @@ ALLOWED_HOSTS = ("www.cs.cornell.edu", "www.cs.toronto.edu", "arxiv.org", "127.0
 OTHER_PROGRAMS_OPTIONS = {"--standalone", "--nproc-per-node", "--nnodes", "--rdzv-backend",
                           "--rdzv-endpoint", "--rdzv-id", "--max-restarts", "--logdir",
                           "--help", "--grid"}
-HAS_CHATBOT = importlib.util.find_spec("torchtutor.chat.infer.chatbot") is not None
 
 
 @dataclass
@@ -161,9 +159,6 @@ def test_every_example_runs(page, tiny, tmp_path, monkeypatch):
         if block.language not in RUN_LANGUAGES:
             continue
         reason = block.directives.get("skip")
-        if reason is None and block.language == "python" and "Chatbot" in block.text \
-                and not HAS_CHATBOT:
-            reason = "torchtutor.chat.infer.chatbot has not landed yet"
         if reason is not None:
             skipped.append(f"{block.where}: {reason}")
             continue
