@@ -7,9 +7,9 @@ import pytest
 from tests.vision.colour_tree import COLOURS, write_colour_tree
 from torchtutor.cli import main
 from torchtutor.vision import export as vision_export
+from torchtutor.vision.classifier import Classifier
 from torchtutor.vision.export import ExportedClassifier
-from torchtutor.vision.inference import load_run
-from torchtutor.vision.predict import predict_files, run_logits
+from torchtutor.vision.predict import predict_files
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +36,11 @@ def test_exported_predictions_equal_the_runs(runs, model, fmt, suffix, capsys):
                  "--format", fmt]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
 
-    loaded = load_run(run, __import__("torch").device("cpu"))
+    classifier = Classifier.load(run, "cpu")
+    loaded = classifier.run
     if model == "fast":
         assert loaded.tta and loaded.tta_translate   # the 6-pass TTA is inside the graph
-    want = predict_files(run_logits(loaded), loaded.classes, images, 3)
+    want = predict_files(classifier.logits, classifier.classes, images, 3)
     bot = ExportedClassifier(out)
     got = predict_files(bot.logits, bot.classes, images, 3)
     assert bot.classes == sorted(COLOURS) == loaded.classes

@@ -7,17 +7,12 @@ still get answers; the exit status is 1 if any failed.
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from torchtutor.runtime.device import resolve_device
 from torchtutor.runtime.errors import UserError
 from torchtutor.runtime.report import dumps as report_json
-from torchtutor.vision.data import IMAGE_SIZE
-from torchtutor.vision.folders import decode_image
-from torchtutor.vision.inference import LoadedRun, load_run, predict_logits
+from torchtutor.vision.classifier import Classifier, read_image
 
 
 @dataclass
@@ -32,24 +27,6 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if (self.run is None) == (self.exported is None):
             raise UserError("give either --run RUN_DIR or --exported FILE")
-
-
-def read_image(path: str) -> torch.Tensor:
-    """(3, H, W) uint8 from an image file; OSError/ValueError with a readable reason."""
-    file = Path(path)
-    if not file.exists():
-        raise OSError("no such file")
-    if file.is_dir():
-        raise OSError("is a folder, not an image")
-    try:
-        array = decode_image(file.read_bytes(), IMAGE_SIZE)
-    except UnidentifiedImageError:
-        raise ValueError("not an image Pillow can read") from None
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image too large to decode safely ({str(exc)[:80]})") from None
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"damaged image ({str(exc)[:80]})") from None
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def predict_files(logits: Callable[[torch.Tensor], torch.Tensor], classes: list[str],
@@ -76,14 +53,6 @@ def predict_files(logits: Callable[[torch.Tensor], torch.Tensor], classes: list[
     return results
 
 
-def run_logits(loaded: LoadedRun) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The run's own prediction: its device, autocast and test-time augmentation."""
-    return lambda images: predict_logits(loaded.model, images, loaded.mean, loaded.std,
-                                         loaded.device, loaded.dtype, tta=loaded.tta,
-                                         translate=loaded.tta_translate,
-                                         channels_last=loaded.channels_last)
-
-
 def main(config: PredictConfig) -> int:
     if config.exported is not None:
         from torchtutor.vision.export import ExportedClassifier
@@ -91,8 +60,8 @@ def main(config: PredictConfig) -> int:
         bot = ExportedClassifier(config.exported)
         logits, classes = bot.logits, bot.classes
     else:
-        loaded = load_run(config.run, resolve_device(config.device))
-        logits, classes = run_logits(loaded), loaded.classes
+        classifier = Classifier.load(config.run, config.device)
+        logits, classes = classifier.logits, classifier.classes
     failed = 0
     for path, top, error in predict_files(logits, classes, config.images, config.top_k):
         if error is not None:
