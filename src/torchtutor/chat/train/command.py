@@ -25,6 +25,13 @@ def _report(result: TrainResult, what: str) -> None:
 
 def main(config: TrainConfig, resume: bool = False) -> int:
     """Train the run (and, by default, its backward model), or continue it (`resume`)."""
+    # One torchrun process group for both models: see `ddp.process_group`.
+    with ddp.process_group(config.device):
+        _train_both(config, resume)
+    return 0
+
+
+def _train_both(config: TrainConfig, resume: bool) -> None:
     what = "the backward model" if config.direction == "backward" else "the chatbot"
     _report(train(config, resume=resume), what)
     if config.backward and config.direction == "forward":
@@ -37,4 +44,3 @@ def main(config: TrainConfig, resume: bool = False) -> int:
         # The forward run's prepared data, mapped again rather than prepared a second time.
         backward = replace(backward, data=data_of_run(config.out, backward.data))
         _report(train(backward, resume=resume), "the backward model")
-    return 0

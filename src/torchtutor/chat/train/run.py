@@ -366,19 +366,9 @@ class TrainSession:
         self.threads.restore()
         self.bar.close()
         self.metrics.close()
-
-
-def with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Callable | None:
-    """`after_step`, plus the kill that DDP restart tests ask for through the environment."""
-    kill = ddp.fault_injection_hook(ctx)
-    if kill is None:
-        return after_step
-
-    def both(step: int, model: Seq2Seq, loss: float) -> None:
-        if after_step is not None:
-            after_step(step, model, loss)
-        kill(step)
-    return both
+        # The DDP wrapper's reducer holds torchrun's process group: dropped here, before the
+        # group is left (`ddp.process_group`), so the group never ends inside its deallocation.
+        self.objective = ddp.unwrap(self.objective)
 
 
 def log_window(run: TrainSession, window: Window, evaluate_now: bool) -> None:
