@@ -84,6 +84,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_all(text: str) -> int:
+    """A count of 0 or more; 'all' is 0 (no limit)."""
+    if text.strip().lower() == "all":
+        return 0
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, or 'all', not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -406,6 +416,10 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS",
                    help="validation loss every this many steps (default: "
                         f"{DEFAULT.eval_every}; tutorial: {TUTORIAL.eval_every})")
+    p.add_argument("--valid-pairs", type=_count_or_all, default=None, metavar="N",
+                   help="validation pairs each evaluation scores: a sample drawn once by "
+                        "seed and saved in the run folder; 0 or 'all': the whole valid split "
+                        f"(default: {DEFAULT.valid_pairs})")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
                    help="save last.pt every this many steps (default: "
                         f"{DEFAULT.checkpoint_every}; tutorial: {TUTORIAL.checkpoint_every})")
@@ -463,6 +477,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="print one JSON object (default: a table)")
     p.add_argument("--samples", type=int, default=5,
                    help="sample exchanges to show (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="score N of the pairs, drawn by a fixed seed, for a quicker look "
+                        "(default: all of them)")
     _decoder_options(p)
     _device(p)
     _int8(p)
@@ -658,7 +675,7 @@ def _chat_evaluate(args: argparse.Namespace) -> int:
     return evaluate.main(evaluate.EvaluateConfig(
         run=args.run, split=args.split, corpus=args.corpus, as_json=args.json,
         samples=max(args.samples, 0), device=args.device, int8=args.int8, exact=args.exact,
-        options=_decoding(args)))
+        options=_decoding(args), limit=args.limit))
 
 
 def _chat_serve(args: argparse.Namespace) -> int:

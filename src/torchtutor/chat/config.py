@@ -117,6 +117,9 @@ class TrainConfig:
     bucket: bool = False                 # batch pairs of similar length together
     precision: str = "auto"              # fp32 | bf16 (autocast) | auto (bf16 where fast)
     eval_every: int = 250                # steps between validation losses
+    # Pairs of the valid split each validation scores: a sample drawn once by seed and saved
+    # in the run folder, so its cost does not grow with the corpus; 0: the whole split.
+    valid_pairs: int = 3000
     checkpoint_every: int = 250          # steps between saves of last.pt
     seed: int = 0
     device: str = "auto"
@@ -159,6 +162,9 @@ class TrainConfig:
         check_bool("bucket", self.bucket)
         check_choice("precision", self.precision, PRECISIONS)
         count("eval_every", self.eval_every)
+        if self.valid_pairs == "all":   # a config file's spelling of the whole split
+            self.valid_pairs = 0
+        count("valid_pairs", self.valid_pairs, 0)
         count("checkpoint_every", self.checkpoint_every)
         checked(check_seed, "seed", self.seed)
         if not isinstance(self.device, str):

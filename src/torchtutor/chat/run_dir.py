@@ -14,6 +14,8 @@ RUN_DIR/
   last-STEP.pt  older saves, with --keep-checkpoints K > 1 (the K - 1 latest)
   best.pt       the save at the lowest validation loss so far (a hard link to one of the
                 above where it is the same save, so not a second copy)
+  valid-sample.npy  the valid split's pairs every validation of the run scores (their
+                indices, drawn once by seed: --valid-pairs); absent when it scores them all
   backward/     the backward model (reply -> query), a run folder of the same shape, trained
                 on the same splits turned around; the default decoder reranks with it
 """
@@ -39,6 +41,7 @@ METRICS = "metrics.csv"
 LOSS_PLOT = "loss.png"
 LAST = "last.pt"
 BEST = "best.pt"
+VALID_SAMPLE = "valid-sample.npy"
 BACKWARD = "backward"   # a run folder of its own: the reply -> query model (chat.rerank)
 
 

@@ -14,7 +14,8 @@ from torchtutor.runtime import distributed as ddp
 
 def _report(result: TrainResult, what: str) -> None:
     valid = (f"validation loss {result.valid_loss:.3f} (perplexity "
-             f"{math.exp(min(result.valid_loss, 50.0)):.1f})"
+             f"{math.exp(min(result.valid_loss, 50.0)):.1f}; {result.valid_seconds:.0f} s "
+             "validating)"
              if result.valid_loss is not None else "no validation split")
     rate = result.tokens / result.train_seconds if result.train_seconds else 0.0
     if ddp.is_main_process():

@@ -45,6 +45,7 @@ class TrainResult:
     reached_target: bool = False
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
     # (step, train_seconds, valid_loss) of every evaluation of this session
+    valid_seconds: float = 0.0  # time in validation, this session
 
 
 def train(config: TrainConfig, resume: bool = False,
@@ -94,7 +95,7 @@ def train(config: TrainConfig, resume: bool = False,
     return TrainResult(run_dir=run.out, steps=state.step, train_seconds=state.train_seconds,
                        tokens=state.tokens, valid_loss=state.valid_loss,
                        best_valid_loss=state.best_valid_loss, reached_target=run.reached,
-                       evaluations=run.evaluations)
+                       evaluations=run.evaluations, valid_seconds=run.valid_seconds)
 
 
 def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],

@@ -11,12 +11,14 @@ restarts (--max-restarts) resumes from last.pt by itself.
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -148,6 +150,39 @@ def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device,
     model.train(was_training)
     total, count = ddp.all_reduce_sum([total, count], ctx)
     return total / count
+
+
+def validation_sample(size: int, config: TrainConfig, out: Path, resume: bool,
+                      ) -> np.ndarray | None:
+    """Indices of the valid split's pairs (of `size`) that every validation of the run scores;
+    None: all of them.
+
+    `config.valid_pairs` of them, drawn once by the run's seed, so a validation costs the
+    same on any corpus (the whole split of 50x Cornell took 11 minutes a pass) and its curve
+    compares like with like (nanoGPT's `eval_iters` batches are the same idea). A resumed run
+    reads the sample its folder saved (`rd.VALID_SAMPLE`).
+    """
+    path = out / rd.VALID_SAMPLE
+    if resume and path.exists():
+        try:
+            sample = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"cannot read {path} ({str(exc)[:80]}); delete it to draw the "
+                            "validation sample again") from None
+        if sample.ndim != 1 or sample.dtype.kind not in "iu" or len(sample) == 0 or \
+                int(sample.min()) < 0 or int(sample.max()) >= size:
+            raise UserError(f"{path} does not fit the {size} validation pairs of this data; "
+                            "delete it to draw the validation sample again")
+        return sample.astype(np.int64)
+    if config.valid_pairs == 0 or config.valid_pairs >= size:
+        return None
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(size, config.valid_pairs, replace=False))
+
+
+def save_validation_sample(out: Path, sample: np.ndarray | None) -> None:
+    if sample is not None and not (out / rd.VALID_SAMPLE).exists():
+        atomic_write(out / rd.VALID_SAMPLE, lambda f: np.save(f, sample))
 
 
 # --- checkpoints and the run folder --------------------------------------------------------
@@ -292,6 +327,7 @@ class TrainSession:
     threads: ThreadPolicy
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
     reached: bool = False         # the target validation loss was reached
+    valid_seconds: float = 0.0    # spent validating in this session
 
     @property
     def device(self) -> torch.device:
@@ -406,7 +442,9 @@ def log_window(run: TrainSession, window: Window, evaluate_now: bool) -> None:
 def _evaluate(run: TrainSession) -> dict[str, str]:
     """The validation loss (and whether it reached the target), as metrics columns."""
     state = run.state
+    started = time.perf_counter()
     state.valid_loss = validation_loss(run.model, run.valid, run.device, run.ctx)
+    run.valid_seconds += time.perf_counter() - started
     run.evaluations.append((state.step, state.train_seconds, state.valid_loss))
     if run.config.target_valid_loss is not None:
         run.reached = state.valid_loss <= run.config.target_valid_loss
@@ -438,7 +476,9 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     stream = BatchStream(data.split("train").view(config.direction), config.batch_size,
                          seed=config.seed, bucket=config.bucket, rank=ctx.rank,
                          world_size=ctx.world_size)
-    valid = eval_batches(data.split("valid").view(config.direction))
+    valid_view = data.split("valid").view(config.direction)
+    sample = validation_sample(len(valid_view), config, out, resume)
+    valid = eval_batches(valid_view if sample is None else valid_view.subset(sample))
     # Resolved once: from here on `config` is the whole run, as the run folder records it.
     config = replace(resolve_length(config, stream.batches_per_epoch),
                      model=replace(config.model, vocab_size=len(data.vocab)))
@@ -468,6 +508,7 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
         make_folder(out)
         data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
+        save_validation_sample(out, sample)
         rd.write_config(out, config)
         write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
     return TrainSession(
