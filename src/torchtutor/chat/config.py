@@ -19,13 +19,16 @@ from torchtutor.runtime.config import (
     fraction,
     positive,
 )
-from torchtutor.runtime.options import check_range, check_seed
+from torchtutor.runtime.options import check_count, check_range, check_seed
 
 ATTENTION_METHODS = ("dot", "general", "concat")
 OOV_POLICIES = ("drop", "unk")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "linear")
 DIRECTIONS = ("forward", "backward")
+# The longest sentence limit: decoding runs up to max_length steps when no EOS comes, so a
+# run folder saying 10**9 would never answer.
+MAX_LENGTH = 1000
 
 
 @dataclass
@@ -73,7 +76,7 @@ class PrepareConfig:
         check_choice("oov", self.oov, OOV_POLICIES)
         if self.oov == "unk" and not self.has_unk:
             raise ConfigError("--oov unk needs a vocabulary with UNK")
-        count("max_length", self.max_length, 2)    # one word plus EOS
+        checked(check_count, "max_length", self.max_length, 2, MAX_LENGTH)   # a word + EOS
         count("min_count", self.min_count, 0)
         fraction("valid_fraction", self.valid_fraction)
         fraction("test_fraction", self.test_fraction)
@@ -132,6 +135,9 @@ class TrainConfig:
     data: PrepareConfig = field(default_factory=PrepareConfig)
 
     def __post_init__(self) -> None:
+        # First: the lines below read the nested configs (a file's `model: 5` gets here).
+        if not isinstance(self.model, ModelConfig) or not isinstance(self.data, PrepareConfig):
+            raise ConfigError("model and data must be a ModelConfig and a PrepareConfig")
         check_bool("tutorial_compat", self.tutorial_compat)
         # One switch: the model's and the vocabulary's compat settings follow it.
         if self.model.tutorial_compat != self.tutorial_compat:
@@ -176,8 +182,6 @@ class TrainConfig:
         count("keep_checkpoints", self.keep_checkpoints)
         check_choice("direction", self.direction, DIRECTIONS)
         check_bool("backward", self.backward)
-        if not isinstance(self.model, ModelConfig) or not isinstance(self.data, PrepareConfig):
-            raise ConfigError("model and data must be a ModelConfig and a PrepareConfig")
 
 
 RECIPE_NAMES = ("default", "tutorial", "demo")

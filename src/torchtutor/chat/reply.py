@@ -21,6 +21,7 @@ from torchtutor.chat.infer.decode import (
     notices,
     reply_batch,
 )
+from torchtutor.runtime.errors import UserError
 
 
 @dataclass
@@ -75,10 +76,27 @@ def reply_lines(bot: Any, lines: Iterable[str], options: DecodeOptions, as_json:
     return count
 
 
-def _stdin_lines() -> Iterable[str]:
+MAX_LINE = 100_000   # characters of one message: far past any sentence the model takes
+
+
+def _stdin_lines() -> Iterator[str]:
     # Undecodable bytes become U+FFFD instead of an exception; lines end only at '\n'
-    # so a stray '\r' inside a line stays part of it.
-    return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
+    # so a stray '\r' inside a line stays part of it. Binary data (a line mostly of bytes
+    # that are not UTF-8, or a line without end) stops at once rather than being replied to
+    # for hours (50 MB of random bytes are 200,000 "lines") or read whole.
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace",
+                              newline="\n")
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            raise UserError(f"stdin line {number} is longer than {MAX_LINE:,} characters; "
+                            "give one message a line")
+        undecodable = line.count("\ufffd")
+        if undecodable >= 8 and 3 * undecodable > len(line):   # Latin-1 text: a few per line
+            raise UserError(f"stdin line {number} is mostly bytes that are not UTF-8 text "
+                            "(binary data?); give one message a line")
+        yield line
 
 
 def main(config: ReplyConfig) -> int:

@@ -21,6 +21,9 @@ MAX_BEAM = 16
 MAX_CANDIDATES = 64
 MAX_NO_REPEAT = 10
 MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
+# Below this sampling is greedy search in all but name, and 1/temperature overflows float32
+# (1e-300 turned every logit into -inf: "probability tensor contains ... nan").
+MIN_TEMPERATURE = 0.01
 MAX_SEED = 2**63 - 1
 
 
@@ -67,9 +70,9 @@ class DecodeOptions:
             what = "--beam-size" if self.rerank == "none" else "the candidates reranked"
             raise UserError(f"--n-best {self.n_best} is more than {what} ({pool})")
         _check_float("--temperature", self.temperature, 0.0, MAX_TEMPERATURE)
-        if self.temperature == 0:
-            raise UserError("--temperature must be above 0 (use --decoder greedy for the "
-                            "likeliest word)")
+        if self.temperature < MIN_TEMPERATURE:
+            raise UserError(f"--temperature must be at least {MIN_TEMPERATURE} (use --decoder "
+                            "greedy for the likeliest word)")
         _check_float("--length-penalty", self.length_penalty, -10.0, 10.0)
         _check_float("--mmi-weight", self.mmi_weight, -50.0, 50.0)
         _check_float("--length-bonus", self.length_bonus, -10.0, 10.0)

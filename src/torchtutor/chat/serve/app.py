@@ -28,6 +28,7 @@ import dataclasses
 import errno
 import functools
 import gc
+import ipaddress
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -272,6 +273,50 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8000` -> `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header names none of `names` is refused (400).
+
+    A page on another site can make a browser's DNS name for it point at 127.0.0.1 (DNS
+    rebinding) and then call this API as a same-origin page; its requests still carry that
+    name in Host. IP literals and localhost are always accepted: a rebinding attack needs a
+    name of its own. "*" accepts every name.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], names: Collection[str]) -> None:
+        self.app = app
+        self.names = {n.lower() for n in names} | {"localhost"}
+
+    def accepts(self, header: str | None) -> bool:
+        if header is None or "*" in self.names:
+            return True
+        name = _host_name(header)
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.names
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                         if k == b"host"), None)
+            if not self.accepts(host):
+                response = JSONResponse(
+                    {"message": f"Host {host[:100]!r} is not a name this server answers to "
+                                "(chat serve --allow-host NAME accepts it)"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def _client_gone(request: Request) -> None:
     """Returns once the client disconnects (the body has been read by then)."""
     while True:
@@ -294,10 +339,12 @@ def _validation_message(errors: list[dict]) -> str:
 def create_app(replier: Replier, *, default_options: DecodeOptions | None = None,
                max_batch: int = 64, batch_window_ms: float = 5.0, queue_size: int = 1024,
                max_body_bytes: int = MAX_BODY_BYTES, has_unk: bool = True,
-               has_backward: bool = False, info: dict[str, Any] | None = None) -> FastAPI:
+               has_backward: bool = False, info: dict[str, Any] | None = None,
+               allowed_hosts: Collection[str] | None = None) -> FastAPI:
     """The chat service around `replier(texts, options) -> list[Reply]`.
 
-    `replier` runs in one background thread, never two calls at once.
+    `replier` runs in one background thread, never two calls at once. `allowed_hosts`: the
+    names a request's Host header may give (`HostCheck`); None: any.
     """
     defaults = default_options or DecodeOptions()
     defaults.check()
@@ -320,6 +367,8 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
                          swagger_ui_parameters={"validatorUrl": None})
     app.state.batcher = batcher
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, names=allowed_hosts)
     app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
 
     @app.exception_handler(StarletteHTTPException)
@@ -530,6 +579,7 @@ class ServeConfig:
     options: DecodeOptions = field(default_factory=DecodeOptions)
     limits: ServerLimits = field(default_factory=ServerLimits)
     access_log: bool = True
+    allow_hosts: tuple[str, ...] = ()   # Host names accepted besides --host's ("*": any)
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
@@ -557,16 +607,20 @@ def decode_threads(requested: int | None) -> int:
     """
     import torch
 
+    cores = os.cpu_count() or 1
     if requested is not None:
+        if requested > cores:   # 100000 OpenMP threads crashed the process (SIGSEGV)
+            raise UserError(f"--threads {requested} is more than the {cores} CPU cores here")
         return requested
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 def build_app(config: ServeConfig) -> FastAPI:
     replier, info = load_replier(config.run, config.device)
     return create_app(replier, default_options=config.options, max_batch=config.max_batch,
                       batch_window_ms=config.batch_window_ms, queue_size=config.queue_size,
-                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info)
+                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info,
+                      allowed_hosts=(config.host, *config.allow_hosts))
 
 
 def check_batch_window(batch_window_ms: float) -> float:

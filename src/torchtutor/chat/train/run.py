@@ -9,6 +9,7 @@ times the world size) and rank 0 alone writes the run folder. A worker group tha
 restarts (--max-restarts) resumes from last.pt by itself.
 """
 
+import csv
 import math
 import sys
 import time
@@ -250,10 +251,25 @@ CURVES = {"train_loss": "loss/train", "valid_loss": "loss/valid", "valid_ppl": "
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop rows past `step` (written after the checkpoint a resumed run starts from)."""
+    """Drop rows past `step` (written after the checkpoint a resumed run starts from).
+
+    A file that is not a metrics table (no step column: damaged, or edited) is moved aside,
+    not rewritten, and a new one begins; rows whose step is not a number are dropped.
+    """
     if not path.exists():
         return
-    rows = [r for r in read_metrics(path) if int(r["step"]) <= step]
+    try:
+        rows = read_metrics(path)
+        table = bool(rows) and "step" in rows[0] or \
+            path.read_text(encoding="utf-8").startswith("step,")
+    except (OSError, ValueError, csv.Error):   # UnicodeDecodeError is a ValueError
+        rows, table = [], False
+    if not table:
+        aside = path.with_name(f"{path.name}.unreadable")
+        path.replace(aside)
+        say(f"{path} is not a metrics table; moved it to {aside.name} and started a new one")
+        return
+    rows = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
     lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k, "") for k in METRIC_FIELDS)
                                          for r in rows]
     atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
@@ -467,6 +483,8 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     if not resume and (out / rd.LAST).exists():
         raise UserError(f"{out} already holds a run; continue it with --resume or pick "
                         "another --out")
+    if not resume:
+        _refuse_foreign_files(out, ctx)
     if ctx.is_main:
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
@@ -506,10 +524,13 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
             say(f"resuming {out} at step {state.step}")
     elif ctx.is_main:
         make_folder(out)
-        data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
-        save_validation_sample(out, sample)
+        # config.json first: from then on the folder is known as a chat run's, so a kill
+        # before the first checkpoint leaves one that the next `chat train` starts again.
         rd.write_config(out, config)
+        if not resume:
+            data.vocab.save(out / rd.VOCAB)
+        save_validation_sample(out, sample)
         write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
     return TrainSession(
         config=config, out=out, ctx=ctx, model=model,
@@ -525,6 +546,26 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
         # Runs bound by the clock re-pick 1 or all CPU threads every RETHREAD_EVERY steps.
         threads=thread_policy(ctx.device, config.time_budget is not None, ctx.world_size,
                               RETHREAD_EVERY))
+
+
+# The names a new run writes into its folder (besides checkpoints and TensorBoard events).
+RUN_WRITES = (rd.CONFIG, "config.yaml", rd.VOCAB, rd.METRICS, rd.LOSS_PLOT, rd.BEST,
+              rd.VALID_SAMPLE)
+
+
+def _refuse_foreign_files(out: Path, ctx: ddp.DistContext) -> None:
+    """A new run starts in a new or empty folder, or again over one of ours that stopped
+    before its first checkpoint (said in a line); never over files torchtutor did not write."""
+    taken = [name for name in RUN_WRITES if (out / name).exists()]
+    if not taken:
+        return
+    try:
+        rd.read_config(out)
+    except UserError:
+        raise UserError(f"{out} already holds {taken[0]}, which is not from a chat run; pick "
+                        "another --out (nothing was changed)") from None
+    if ctx.is_main:
+        say(f"{out} holds a run stopped before its first checkpoint; starting it again")
 
 
 def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
