@@ -41,6 +41,7 @@ def load_baseline(rev: str):
     sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location("old_decode", folder / "old_decode.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["old_decode"] = module   # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 from pathlib import Path
@@ -50,8 +51,36 @@ def world(tmp_path_factory):
                for name in ("nan", "types", "flip")}
     notes = root / "notes.txt"
     notes.write_text("my notes, not a checkpoint\n")
+    mine = root / "mine"   # a user's folder that happens to hold a vocab.json
+    mine.mkdir()
+    (mine / "vocab.json").write_text('{"my": "words"}\n')
+    old_export = root / "old-export"   # an earlier export, to which the user added a file
+    old_export.mkdir()
+    for name in ("chatbot.json", "chatbot.py", "my-notes.txt"):
+        (old_export / name).write_text("{}\n")
+    configs = {"model5": b"model: 5\n", "binary": bytes(range(128, 256))}
+    for name, data in configs.items():
+        (root / f"{name}.yaml").write_bytes(data)
+    unreadable = root / "unreadable-images"   # class folders whose images do not decode
+    for name in ("cat", "dog"):
+        (unreadable / name).mkdir(parents=True)
+        (unreadable / name / "a.png").write_bytes(b"not a png")
+    lengths = {name: _with_max_length(run, root / f"chat-{name}", value)
+               for name, value in (("neglen", -1), ("hugelen", 10**9))}
+    novocab = root / "chat-novocab"
+    shutil.copytree(run, novocab, ignore=shutil.ignore_patterns("backward", "vocab.json"))
     return {"root": root, "corpus": corpus, "run": run, "tree": tree, "vrun": vrun,
-            "notes": notes, **{f"{k}run": v for k, v in damaged.items()}}
+            "notes": notes, "mine": mine, "oldexport": old_export, "unreadable": unreadable,
+            "novocabrun": novocab, **{k: root / f"{k}.yaml" for k in configs},
+            **{f"{k}run": v for k, v in {**damaged, **lengths}.items()}}
+
+
+def _with_max_length(run: Path, to: Path, value: int) -> Path:
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("backward"))
+    config = json.loads((to / "config.json").read_text())
+    config["data"]["max_length"] = value
+    (to / "config.json").write_text(json.dumps(config))
+    return to
 
 
 def without_progress(err: str) -> str:
@@ -153,6 +182,39 @@ CASES = [
      "malformed"),
     ("reply-flipped-bit", ["chat", "reply", "--run", "{fliprun}", "--device", "cpu", "hi"], 2,
      "corrupt"),
+    # issue 28: data that torchtutor did not write is never replaced
+    ("prepare-over-a-users-vocab", ["chat", "prepare", "--data", "{corpus}", "--out", "{mine}"],
+     2, "which `chat prepare` did not write"),
+    ("train-over-a-users-vocab", CHAT_TRAIN[:4] + ["--out", "{mine}", *TRAIN, "--steps", "1"],
+     2, "which is not from a chat run"),
+    ("export-over-an-export-with-a-users-file", ["chat", "export", "--run", "{run}", "--out",
+                                                 "{oldexport}"], 2, "also holds my-notes.txt"),
+    # issue 28: bounds, and files that are not files
+    ("prepare-dev-zero", ["chat", "prepare", "--data", "/dev/zero", "--out", "{root}/z"], 2,
+     "not a regular file"),
+    ("config-dev-zero", CHAT_TRAIN + ["--config", "/dev/zero"], 2, "not a regular file"),
+    ("reply-max-length-negative", ["chat", "reply", "--run", "{neglenrun}", "--device", "cpu",
+                                   "hi"], 2, "data.max_length is -1"),
+    ("reply-max-length-huge", ["chat", "reply", "--run", "{hugelenrun}", "--device", "cpu",
+                               "hi"], 2, "data.max_length is 1000000000"),
+    ("train-max-length-huge", CHAT_TRAIN + ["--max-length", "1000000000"], 2, "--max-length"),
+    ("reply-temperature-1e-300", ["chat", "reply", "--run", "{run}", "--device", "cpu",
+                                  "--decoder", "sample", "--temperature", "1e-300", "hi"], 2,
+     "--temperature must be at least 0.01"),
+    ("serve-threads-100000", SERVE + ["--threads", "100000"], 2, "--threads 100000"),
+    ("reply-run-path-300-chars", ["chat", "reply", "--run", "{root}/" + "r" * 300, "hi"], 2,
+     "File name too long"),
+    ("train-data-path-300-chars", CHAT_TRAIN[:2] + ["--data", "{root}/" + "d" * 300,
+                                                    *CHAT_TRAIN[4:]], 2, "File name too long"),
+    ("config-model-5", ["chat", "train", "--config", "{model5}", "--out", "{root}/m5"], 2,
+     "model and data must be"),
+    ("config-binary", CHAT_TRAIN + ["--config", "{binary}"], 2, "is not UTF-8 text"),
+    ("vision-config-binary", VISION_TRAIN + ["--config", "{binary}"], 2, "is not UTF-8 text"),
+    # issue 28: messages that say what is wrong
+    ("reply-run-is-a-file", ["chat", "reply", "--run", "{notes}", "hi"], 2,
+     "is a file; --run names a run folder"),
+    ("reply-run-without-vocab", ["chat", "reply", "--run", "{novocabrun}", "--device", "cpu",
+                                 "hi"], 2, "vocabulary file"),
 ]
 
 
@@ -168,6 +230,134 @@ def test_hostile_input(world, argv, code, words, capsys, monkeypatch):
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert words in err, err
     assert snapshot(world["root"]) == before   # nothing lost, changed or half-written
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["chat", "train", "--out", "x", "--bogus"], "unrecognized arguments: --bogus"),
+    (["chat", "trian"], "invalid choice: 'trian'"),
+    (["lesson", "tensors", "--seed", "9" * 23], "--seed: must be in 0.."),
+])
+def test_argparse_errors_are_one_line_and_a_pointer_to_help(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and words in err and "--help`)" in err, err
+
+
+def test_vision_class_folders_without_a_readable_image(world, capsys, monkeypatch):
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(world["root"] / "cache"))
+    before = snapshot(world["root"])
+    assert main(["vision", "train", "--data", str(world["unreadable"]), "--out",
+                 str(world["root"] / "v-none"), "--device", "cpu"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()   # a warning per skipped file first
+    assert lines[-1].endswith("holds no readable image for training"), lines
+    assert not any("Traceback" in line for line in lines)
+    assert snapshot(world["root"]) == before
+
+
+def test_reply_refuses_binary_stdin_at_once(world, capsys, monkeypatch):
+    """50 MB of random bytes were replied to as 200,000 'messages' for hours; a line mostly
+    of bytes that are not UTF-8, or one without end, stops at once."""
+    import sys
+
+    from torchtutor.chat import reply
+
+    data = bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8))
+    for stdin, words in ((data, "not UTF-8 text (binary data?)"),
+                         (b"hello\n" + b"x" * (reply.MAX_LINE + 5), "line 2 is longer")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        assert main(["chat", "reply", "--run", str(world["run"]), "--device", "cpu"]) == 2
+        out, err = capsys.readouterr()
+        assert err.strip().count("\n") == 0 and words in err, err
+
+
+def test_prepare_bounds_a_line_of_a_pair_file(tmp_path, capsys, monkeypatch):
+    from torchtutor.chat.data import corpus
+
+    monkeypatch.setattr(corpus, "MAX_LINE_BYTES", 1000)
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_bytes(b"hi\tthere\n" + b"\0" * 5000)   # as a file of zeros grows it
+    assert main(["chat", "prepare", "--data", str(pairs), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 2 is longer than" in err, err
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(world, tmp_path, capsys):
+    assert main(_train_args(world, tmp_path / "run", "--hidden-size", "100000000",
+                            "--steps", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GB of memory" in err and "smaller" in err, err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_moves_a_garbage_metrics_file_aside(world, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(world["run"], run, ignore=shutil.ignore_patterns("backward"))
+    garbage = b"\x00\xffnot,a\nmetrics file\n"
+    (run / "metrics.csv").write_bytes(garbage)
+    assert main(["chat", "train", "--out", str(run), "--resume", "--steps", "5",
+                 "--device", "cpu"]) == 0
+    assert "moved it to metrics.csv.unreadable" in capsys.readouterr().out
+    assert (run / "metrics.csv.unreadable").read_bytes() == garbage   # kept, not rewritten
+    assert (run / "metrics.csv").read_text().startswith("step,")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(world, out, "--steps", "1")) == 0
+    for name in ("last.pt", "best.pt"):
+        (out / name).unlink()   # as a kill before the first save leaves it
+    capsys.readouterr()
+    assert main(_train_args(world, out, "--steps", "1")) == 0
+    assert "stopped before its first checkpoint; starting it again" in capsys.readouterr().out
+
+
+def test_export_onto_a_read_only_mount_is_one_line(world, tmp_path, capsys, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(files.tempfile, "mkdtemp", read_only)
+    assert main(["chat", "export", "--run", str(world["run"]), "--out",
+                 str(tmp_path / "bot")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "read-only" in err, err
+
+
+def test_a_killed_exports_temporary_folder_is_removed_by_the_next(tmp_path):
+    from torchtutor.chat.export import package
+
+    target = tmp_path / "bot"
+    stale = tmp_path / ".bot.999999999.abcd1234.tmp"   # no such process: a kill -9 left it
+    stale.mkdir()
+    (stale / "chatbot.json").write_text("{}")
+    other = tmp_path / ".notes.999999999.abcd1234.tmp"   # another target's: not ours to judge
+    other.mkdir()
+
+    def fill(folder: Path) -> dict:
+        (folder / package.PACKAGE).write_bytes(b"graphs")
+        return {"format": "aoti"}
+    package.write_folder(str(target), fill)
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in target.iterdir()) == ["chatbot.json", "chatbot.pt2",
+                                                       "chatbot.py"]
+
+
+def test_a_blank_image_channel_trains_instead_of_nan(tmp_path, capsys, monkeypatch):
+    """A channel that is one value in every image had a std of 0, so every input was NaN."""
+    monkeypatch.setenv("TORCHTUTOR_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 2)):
+        for label in ("a", "b"):
+            (tmp_path / "tree" / split / label).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                pixels[..., 2] = 0
+                Image.fromarray(pixels).save(tmp_path / "tree" / split / label / f"{i}.png")
+    assert main(["vision", "train", "--data", str(tmp_path / "tree"), "--out",
+                 str(tmp_path / "v"), "--model", "tutorial", "--epochs", "2",
+                 "--device", "cpu"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
 
 
 # --- faults injected where the operating system would raise them ----------------------------

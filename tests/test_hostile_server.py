@@ -146,3 +146,30 @@ def test_sigterm_with_stalled_readers_exits_at_once_without_a_traceback():
     assert "Traceback" not in output and "CancelledError" not in output, output
     # Before, a stalled body held the exit for the whole 30 s graceful timeout.
     assert stopped < 3.0, output
+
+
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:8000", 200), ("localhost:8000", 200), ("[::1]:8000", 200),
+    ("10.1.2.3", 200),                      # an address: no DNS rebinding goes through one
+    ("chat.example.org", 200),              # named with --allow-host
+    ("evil.example.com:8000", 400),         # a rebinding page's own name
+    ("127.0.0.1.evil.example.com", 400),
+])
+def test_only_the_bound_host_names_are_answered(host, status):
+    app = create_app(EchoReplier(), allowed_hosts=("127.0.0.1", "chat.example.org"))
+    with TestClient(app) as c:
+        response = c.post("/api/reply", json={"text": "hello"}, headers={"host": host})
+        assert response.status_code == status, response.text
+        if status == 400:
+            assert "--allow-host" in response.json()["message"]
+            assert response.headers["x-content-type-options"] == "nosniff"   # still outermost
+    with TestClient(create_app(EchoReplier(), allowed_hosts=("*",))) as c:
+        assert c.get("/healthz", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 0.001])
+def test_a_denormal_temperature_is_a_422_not_a_500(client, temperature):
+    response = client.post("/api/reply", json={"text": "hi", "decoder": "sample",
+                                               "temperature": temperature})
+    assert response.status_code == 422
+    assert "temperature: must be at least 0.01" in response.json()["message"]

@@ -8,7 +8,7 @@ so importing the package stays fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
@@ -65,23 +65,9 @@ def train(config: ChatTrainConfig | VisionTrainConfig,
 def _train_chatbot(config: ChatTrainConfig, resume: bool) -> TrainResult:
     """The chatbot, then (unless `config.backward` is off) the backward model that the default
     decoder reranks with, as `chat train` does."""
-    from torchtutor.chat import run_dir as rd
-    from torchtutor.chat.data.train_data import data_of_run
-    from torchtutor.chat.train.loop import train as train_model
-    from torchtutor.chat.train.run import backward_config, stored_config
+    from torchtutor.chat.train.command import train_chatbot
 
-    result = train_model(config, resume=resume)
-    if config.backward and config.direction == "forward":
-        backward = backward_config(config)
-        if (Path(backward.out) / rd.LAST).exists():
-            # An interrupted backward run continues with its own config, to the new length.
-            backward = replace(stored_config(backward.out), device=config.device,
-                               steps=config.steps, epochs=config.epochs,
-                               time_budget=config.time_budget)
-        # The forward run's prepared data, mapped again rather than prepared a second time.
-        backward = replace(backward, data=data_of_run(config.out, backward.data))
-        train_model(backward, resume=(Path(backward.out) / rd.LAST).exists())
-    return result
+    return train_chatbot(config, resume)
 
 
 def _train_classifier(config: VisionTrainConfig, resume: bool) -> VisionTrainResult:

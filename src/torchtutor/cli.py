@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from torchtutor import __version__
 from torchtutor.chat.config import DEFAULT, DEMO, RECIPES, TUTORIAL
@@ -23,7 +23,7 @@ from torchtutor.runtime.config import (
     to_dict,
 )
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.options import EXPORT_FORMATS
+from torchtutor.runtime.options import EXPORT_FORMATS, MAX_SEED
 from torchtutor.vision.config import FAST as VISION
 from torchtutor.vision.config import TUTORIAL as VISION_TUTORIAL
 
@@ -68,6 +68,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A seed torch accepts (torch.manual_seed overflows past 64 bits)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SEED}, not {text}")
+    return value
+
+
+def _count_or_all(text: str) -> int:
+    """A count of 0 or more; 'all' is 0 (no limit)."""
+    if text.strip().lower() == "all":
+        return 0
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, or 'all', not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -92,7 +110,7 @@ def _add_lessons(sub: argparse._SubParsersAction) -> None:
                                    "decoding")]:
         p = lessons.add_parser(name, help=text, description=text)
         _device(p)
-        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
         p.add_argument("--notebook", default=None, metavar="FILE.ipynb",
                        help="write the lesson as a Jupyter notebook instead of running it "
                             "(needs the 'notebooks' extra; default: run it)")
@@ -389,6 +407,10 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=_positive_int, default=None, metavar="STEPS",
                    help="validation loss every this many steps (default: "
                         f"{DEFAULT.eval_every}; tutorial: {TUTORIAL.eval_every})")
+    p.add_argument("--valid-pairs", type=_count_or_all, default=None, metavar="N",
+                   help="validation pairs each evaluation scores: a sample drawn once by "
+                        "seed and saved in the run folder; 0 or 'all': the whole valid split "
+                        f"(default: {DEFAULT.valid_pairs})")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="STEPS",
                    help="save last.pt every this many steps (default: "
                         f"{DEFAULT.checkpoint_every}; tutorial: {TUTORIAL.checkpoint_every})")
@@ -446,6 +468,9 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
                    help="print one JSON object (default: a table)")
     p.add_argument("--samples", type=int, default=5,
                    help="sample exchanges to show (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="score N of the pairs, drawn by a fixed seed, for a quicker look "
+                        "(default: all of them)")
     _decoder_options(p)
     _device(p)
     _int8(p)
@@ -492,6 +517,11 @@ def _add_chat(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads for decoding (default: cores - 1, leaving one "
                         "for the HTTP side)")
+    p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                   help="also answer requests whose Host header names NAME ('*': any), as a "
+                        "proxy or a DNS name in front of the server needs; repeatable "
+                        "(default: --host's name, localhost and IP addresses only, which "
+                        "stops DNS-rebinding pages)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="one line per request on stdout: client, request, status "
                         "(default: on)")
@@ -640,7 +670,7 @@ def _chat_evaluate(args: argparse.Namespace) -> int:
     return evaluate.main(evaluate.EvaluateConfig(
         run=args.run, split=args.split, corpus=args.corpus, as_json=args.json,
         samples=max(args.samples, 0), device=args.device, int8=args.int8,
-        options=_decoding(args)))
+        options=_decoding(args), limit=args.limit))
 
 
 def _chat_serve(args: argparse.Namespace) -> int:
@@ -651,6 +681,7 @@ def _chat_serve(args: argparse.Namespace) -> int:
         run=args.run, host=args.host, port=args.port, max_batch=args.max_batch,
         batch_window_ms=args.batch_window_ms, queue_size=args.queue_size, device=args.device,
         threads=args.threads, access_log=args.access_log, options=_decoding(args),
+        allow_hosts=tuple(args.allow_host or ()),
         limits=ServerLimits(read_timeout_s=args.read_timeout,
                             max_connections=args.max_connections)))
 
@@ -736,8 +767,16 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(replace_nested(DemoConfig(), flag_changes(args, DemoConfig())))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line and a pointer to --help, not the
+    whole usage text (26 lines for `chat train`) before the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="torchtutor",
         description="The PyTorch tutorial notes as working software.")
     parser.add_argument("--version", action="version", version=f"torchtutor {__version__}")
@@ -777,6 +816,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:   # a path the system refuses (e.g. a name over 255 bytes)
+        name = str(exc.filename or "a file")
+        name = name if len(name) <= 80 else f"{name[:40]}...{name[-30:]}"
+        print(f"error: {name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

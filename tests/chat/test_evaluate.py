@@ -118,6 +118,14 @@ def test_evaluate_command_json_on_the_runs_test_split(capsys):
                      "--decoder", "beam", "--beam-size", "3"]) == 0
     table = capsys.readouterr().out
     assert "perplexity" in table and table.count("    bot:  ") == 2
+    # --limit: fewer pairs, the same ones each time
+    limited = []
+    for _ in range(2):
+        assert cli.main(["chat", "evaluate", "--run", run, "--json", "--limit", "5",
+                         "--samples", "5", "--decoder", "greedy"]) == 0
+        limited.append(json.loads(capsys.readouterr().out))
+    assert limited[0]["pairs"] == 5 and limited[0]["samples"] == limited[1]["samples"]
+    assert f"5 of its {result['pairs']} pairs (--limit)" in limited[0]["source"]
 
 
 def test_evaluate_command_on_another_corpus_with_bad_lines(tmp_path, capsys):

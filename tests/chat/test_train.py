@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -253,12 +254,12 @@ def test_chat_train_cli_writes_a_complete_run_folder(tmp_path, capsys):
     assert err.count("\n") == 1 and "lr is 0.0001 there, not 0.5" in err
 
 
-def _train(out, steps, after_step=None, resume=False, compat=False):
+def _train(out, steps, after_step=None, resume=False, compat=False, **changes):
     config = replace(TUTORIAL, out=str(out), steps=steps, batch_size=16, lr=3e-3, eval_every=3,
                      checkpoint_every=4, bucket=True, teacher_forcing=0.7,
                      warmup_steps=2, schedule="cosine", schedule_steps=steps,
                      precision="fp32", device="cpu", tutorial_compat=compat, model=TINY,
-                     data=PrepareConfig(has_unk=not compat))
+                     data=PrepareConfig(has_unk=not compat), **changes)
     return train(config, resume=resume, after_step=after_step)
 
 
@@ -353,6 +354,36 @@ def test_validation_loss_is_finite_and_logged(tmp_path):
     assert [e[0] for e in result.evaluations] == [3, 6]
     assert all(math.isfinite(e[2]) for e in result.evaluations)
     assert result.best_valid_loss == min(e[2] for e in result.evaluations)
+
+
+def test_validation_scores_a_fixed_sample_saved_with_the_run(tmp_path):
+    from torchtutor.chat.data.train_data import open_training_data
+    from torchtutor.chat.train.run import eval_batches, validation_loss
+
+    out = tmp_path / "run"
+    first = _train(out, 3, valid_pairs=8)
+    sample = np.load(out / rd.VALID_SAMPLE)
+    valid = open_training_data(PrepareConfig(corpus=str(out / "data")), out, True) \
+        .split("valid").view()
+    assert len(valid) > 8 and len(sample) == 8
+    assert list(sample) == sorted(set(sample.tolist())) and sample.max() < len(valid)
+
+    def loss_on(indices, which="last"):
+        model = load_trained(out, torch.device("cpu"), which=which).model
+        return validation_loss(model, eval_batches(valid.subset(indices)), torch.device("cpu"))
+    assert first.valid_loss == pytest.approx(loss_on(sample), rel=1e-5)
+    # --resume scores the pairs the folder saved, not a sample drawn again.
+    np.save(out / rd.VALID_SAMPLE, sample[:3])
+    resumed = _train(out, 6, resume=True, valid_pairs=8)
+    assert resumed.valid_loss == pytest.approx(loss_on(sample[:3]), rel=1e-5)
+    # 0: the whole split, and nothing saved
+    whole = _train(tmp_path / "whole", 3, valid_pairs=0)
+    assert not (tmp_path / "whole" / rd.VALID_SAMPLE).exists()
+    assert whole.valid_loss != pytest.approx(first.valid_loss)
+    # a damaged sample stops a resume with one line
+    (out / rd.VALID_SAMPLE).write_bytes(b"garbage")
+    with pytest.raises(UserError, match="delete it to draw the validation sample again"):
+        _train(out, 7, resume=True, valid_pairs=8)
 
 
 def test_only_runs_bound_by_the_clock_choose_their_thread_count(tmp_path, monkeypatch):

@@ -86,8 +86,7 @@ def test_a_killed_worker_restarts_the_group_which_resumes(tree):
     """Killed after step 9 (mid second epoch): the group resumes from the epoch-1 checkpoint."""
     marker, run = tree / "killed-once", tree / "killed"
     result = torchrun(options(tree, run, "tutorial", PER_RANK_BATCH), max_restarts=1,
-                      env={"TORCHTUTOR_TEST_KILL_AT_STEP": "9",
-                           "TORCHTUTOR_TEST_KILL_MARKER": str(marker)})
+                      kill_at_step=(9, marker))
     assert_ok(result)
     assert marker.exists()
     assert load_checkpoint(run / CHECKPOINT_NAME)["step"] == 12

@@ -10,6 +10,8 @@ from itertools import pairwise
 import pytest
 import torch
 
+from tests.conftest import REPO_ROOT
+from tests.ddp_support import SOURCES
 from tests.vision.colour_tree import write_colour_tree
 from torchtutor.cli import main
 from torchtutor.runtime.checkpoint import load_checkpoint, save_checkpoint
@@ -98,18 +100,19 @@ def test_fast_recipe_resumes_exactly_after_a_kill(tmp_path):
     that the resume starts from, and lookahead syncs every 5 steps on both sides of it.
     """
     tree = write_colour_tree(tmp_path / "colours", train_per_class=12, test_per_class=4)
-    env = {**os.environ, "TORCHTUTOR_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "TORCHTUTOR_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([SOURCES, os.environ.get("PYTHONPATH", "")])}
 
-    def train(out, *extra, **more_env):
-        command = [sys.executable, "-m", "torchtutor.cli", "vision", "train", "--data",
+    def train(out, *extra, launcher=("-m", "torchtutor.cli")):
+        command = [sys.executable, *launcher, "vision", "train", "--data",
                    str(tree), "--out", str(out), "--device", "cpu", "--model", "fast",
                    "--batch-size", "8", "--epochs", "5", *extra]
-        return subprocess.run(command, env={**env, **more_env}, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                              cwd=REPO_ROOT)
 
     assert train(tmp_path / "a").returncode == 0
-    killed = train(tmp_path / "b", TORCHTUTOR_TEST_KILL_AT_STEP="14",
-                   TORCHTUTOR_TEST_KILL_MARKER=str(tmp_path / "marker"))
+    killed = train(tmp_path / "b", launcher=("-m", "tests.kill_at_step", "14",
+                                             str(tmp_path / "marker")))
     assert killed.returncode == -signal.SIGKILL
     cut = load_checkpoint(tmp_path / "b" / "last.pt")
     assert cut["step"] == 12 and not cut["finished"]

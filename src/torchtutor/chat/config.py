@@ -19,13 +19,16 @@ from torchtutor.runtime.config import (
     fraction,
     positive,
 )
-from torchtutor.runtime.options import check_range, check_seed
+from torchtutor.runtime.options import check_count, check_range, check_seed
 
 ATTENTION_METHODS = ("dot", "general", "concat")
 OOV_POLICIES = ("drop", "unk")
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "linear")
 DIRECTIONS = ("forward", "backward")
+# The longest sentence limit: decoding runs up to max_length steps when no EOS comes, so a
+# run folder saying 10**9 would never answer.
+MAX_LENGTH = 1000
 
 
 @dataclass
@@ -73,7 +76,7 @@ class PrepareConfig:
         check_choice("oov", self.oov, OOV_POLICIES)
         if self.oov == "unk" and not self.has_unk:
             raise ConfigError("--oov unk needs a vocabulary with UNK")
-        count("max_length", self.max_length, 2)    # one word plus EOS
+        checked(check_count, "max_length", self.max_length, 2, MAX_LENGTH)   # a word + EOS
         count("min_count", self.min_count, 0)
         fraction("valid_fraction", self.valid_fraction)
         fraction("test_fraction", self.test_fraction)
@@ -117,6 +120,9 @@ class TrainConfig:
     bucket: bool = False                 # batch pairs of similar length together
     precision: str = "auto"              # fp32 | bf16 (autocast) | auto (bf16 where fast)
     eval_every: int = 250                # steps between validation losses
+    # Pairs of the valid split each validation scores: a sample drawn once by seed and saved
+    # in the run folder, so its cost does not grow with the corpus; 0: the whole split.
+    valid_pairs: int = 3000
     checkpoint_every: int = 250          # steps between saves of last.pt
     seed: int = 0
     device: str = "auto"
@@ -129,6 +135,9 @@ class TrainConfig:
     data: PrepareConfig = field(default_factory=PrepareConfig)
 
     def __post_init__(self) -> None:
+        # First: the lines below read the nested configs (a file's `model: 5` gets here).
+        if not isinstance(self.model, ModelConfig) or not isinstance(self.data, PrepareConfig):
+            raise ConfigError("model and data must be a ModelConfig and a PrepareConfig")
         check_bool("tutorial_compat", self.tutorial_compat)
         # One switch: the model's and the vocabulary's compat settings follow it.
         if self.model.tutorial_compat != self.tutorial_compat:
@@ -159,6 +168,9 @@ class TrainConfig:
         check_bool("bucket", self.bucket)
         check_choice("precision", self.precision, PRECISIONS)
         count("eval_every", self.eval_every)
+        if self.valid_pairs == "all":   # a config file's spelling of the whole split
+            self.valid_pairs = 0
+        count("valid_pairs", self.valid_pairs, 0)
         count("checkpoint_every", self.checkpoint_every)
         checked(check_seed, "seed", self.seed)
         if not isinstance(self.device, str):
@@ -170,8 +182,6 @@ class TrainConfig:
         count("keep_checkpoints", self.keep_checkpoints)
         check_choice("direction", self.direction, DIRECTIONS)
         check_bool("backward", self.backward)
-        if not isinstance(self.model, ModelConfig) or not isinstance(self.data, PrepareConfig):
-            raise ConfigError("model and data must be a ModelConfig and a PrepareConfig")
 
 
 RECIPE_NAMES = ("default", "tutorial", "demo")

@@ -53,6 +53,7 @@ class EvaluateConfig:
     device: str
     int8: bool
     options: DecodeOptions
+    limit: int | None = None     # score this many of the pairs, drawn by a fixed seed
 
 
 def teacher_forced_loss(model: Seq2Seq, vocab: Vocab, pairs: Sequence[tuple[str, str]],
@@ -239,6 +240,11 @@ def main(config: EvaluateConfig) -> int:
         hint = ("try --split train, or --data PATH" if not config.corpus
                 else "try a corpus of shorter sentences")
         raise UserError(f"no pairs to evaluate in the {source}; {hint}")
+    if config.limit is not None and len(pairs) > config.limit:
+        # A fixed draw, not the first N: a split or corpus file may be ordered by movie or topic.
+        kept = sorted(random.Random(0).sample(range(len(pairs)), config.limit))
+        source += f", {config.limit} of its {len(pairs)} pairs (--limit)"
+        pairs = [pairs[i] for i in kept]
     result = evaluate_pairs(bot, pairs, config.options, config.samples)
     result["source"] = source
     print(json.dumps(rounded(result)) if config.as_json else format_report(result, source))

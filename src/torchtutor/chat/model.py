@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from torchtutor.chat.config import ModelConfig  # re-exported: the model's config
 from torchtutor.chat.data.vocab import SOS
+from torchtutor.runtime.device import check_memory
 
 
 def decoder_layer_sources(encoder_layers: int, decoder_layers: int) -> list[int]:
@@ -81,6 +82,16 @@ class LuongAttention(nn.Module):
         return contexts.transpose(0, 1), weights
 
 
+def parameter_count(config: ModelConfig) -> int:
+    """Seq2Seq's number of weights for `config`, known before any is made (a little over
+    for the attention's few, which depend on its method)."""
+    h, v = config.hidden_size, config.vocab_size
+    gru = 3 * h * (h + 2)                                # per layer: hidden weights, biases
+    encoder = 2 * (3 * h * h + gru) + 2 * (config.encoder_layers - 1) * (6 * h * h + gru)
+    decoder = config.decoder_layers * (3 * h * h + gru)
+    return v * h + encoder + decoder + (2 * h * h + 2 * h) + (2 * h * h + h) + (h * v + v)
+
+
 class Seq2Seq(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -88,6 +99,8 @@ class Seq2Seq(nn.Module):
             raise ValueError("ModelConfig.vocab_size is 0: set it from the vocabulary first")
         self.config = config
         hidden, vocab = config.hidden_size, config.vocab_size
+        check_memory(4 * parameter_count(config), f"a model of hidden size {hidden} and "
+                     f"{vocab} words (float32 weights)")
         # One embedding, used by the encoder and the decoder alike.
         self.embedding = nn.Embedding(vocab, hidden)
         # Encoder. GRU dropout acts between stacked layers only, so one layer gets none.

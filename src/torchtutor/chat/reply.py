@@ -17,6 +17,7 @@ from typing import TextIO
 from torchtutor.chat.fast.int8 import load_chatbot
 from torchtutor.chat.infer.chatbot import Chatbot, notices
 from torchtutor.chat.infer.options import DEFAULT_BATCH, DecodeOptions
+from torchtutor.runtime.errors import UserError
 
 
 @dataclass
@@ -70,10 +71,27 @@ def reply_lines(bot: Chatbot, lines: Iterable[str], options: DecodeOptions, as_j
     return count
 
 
-def _stdin_lines() -> Iterable[str]:
+MAX_LINE = 100_000   # characters of one message: far past any sentence the model takes
+
+
+def _stdin_lines() -> Iterator[str]:
     # Undecodable bytes become U+FFFD instead of an exception; lines end only at '\n'
-    # so a stray '\r' inside a line stays part of it.
-    return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
+    # so a stray '\r' inside a line stays part of it. Binary data (a line mostly of bytes
+    # that are not UTF-8, or a line without end) stops at once rather than being replied to
+    # for hours (50 MB of random bytes are 200,000 "lines") or read whole.
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace",
+                              newline="\n")
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            raise UserError(f"stdin line {number} is longer than {MAX_LINE:,} characters; "
+                            "give one message a line")
+        undecodable = line.count("\ufffd")
+        if undecodable >= 8 and 3 * undecodable > len(line):   # Latin-1 text: a few per line
+            raise UserError(f"stdin line {number} is mostly bytes that are not UTF-8 text "
+                            "(binary data?); give one message a line")
+        yield line
 
 
 def main(config: ReplyConfig) -> int:

@@ -14,6 +14,8 @@ RUN_DIR/
   last-STEP.pt  older saves, with --keep-checkpoints K > 1 (the K - 1 latest)
   best.pt       the save at the lowest validation loss so far (a hard link to one of the
                 above where it is the same save, so not a second copy)
+  valid-sample.npy  the valid split's pairs every validation of the run scores (their
+                indices, drawn once by seed: --valid-pairs); absent when it scores them all
   backward/     the backward model (reply -> query), a run folder of the same shape, trained
                 on the same splits turned around; the default decoder reranks with it
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from torchtutor.chat.config import ModelConfig, TrainConfig
+from torchtutor.chat.config import MAX_LENGTH, ModelConfig, TrainConfig
 from torchtutor.chat.data.vocab import Vocab
 from torchtutor.chat.model import Seq2Seq
 from torchtutor.runtime.checkpoint import load_checkpoint, load_state_dict_checked
@@ -39,6 +41,7 @@ METRICS = "metrics.csv"
 LOSS_PLOT = "loss.png"
 LAST = "last.pt"
 BEST = "best.pt"
+VALID_SAMPLE = "valid-sample.npy"
 BACKWARD = "backward"   # a run folder of its own: the reply -> query model (chat.rerank)
 
 
@@ -61,15 +64,12 @@ def write_config(run_dir: str | os.PathLike, config: TrainConfig) -> None:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """config.json of a run folder, checked for its three sections; UserError otherwise."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file; --run names a run folder")
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist; train one with "
                         "`torchtutor chat train --out DIR`")
     path = run_dir / CONFIG
-    if not (run_dir / VOCAB).is_file() and (run_dir / "metrics.csv").is_file() and \
-            (run_dir / LAST).is_file():
-        # a vision run: checkpoints and metrics, but no vocabulary
-        raise UserError(f"{run_dir} is a vision run (from `vision train`), not a chat run; use "
-                        "`torchtutor vision evaluate/predict --run` with it")
     if not path.is_file():
         raise UserError(f"{run_dir} is not a chat run folder (no {CONFIG})")
     try:
@@ -78,6 +78,10 @@ def read_config(run_dir: str | os.PathLike) -> dict:
         raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(config, dict) or not all(
             isinstance(config.get(key), dict) for key in ("model", "train", "data")):
+        if isinstance(config, dict) and isinstance(config.get("data"), dict) \
+                and "source" in config["data"]:   # vision's config names its images' source
+            raise UserError(f"{run_dir} is a vision run (from `vision train`), not a chat run; "
+                            "use `torchtutor vision evaluate/predict --run` with it")
         raise UserError(f"{path} is not a chat run config (needs model, train and data)")
     return config
 
@@ -120,8 +124,11 @@ def load_trained(run_dir: str | os.PathLike, device: torch.device,
     load_state_dict_checked(model, state["model"], path)
     try:
         max_length = int(config["data"]["max_length"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{run_dir / CONFIG}: data.max_length missing") from None
+    if not 2 <= max_length <= MAX_LENGTH:   # -1 broke decoding; 10**9 never ended it
+        raise UserError(f"{run_dir / CONFIG}: data.max_length is {max_length}, not in "
+                        f"2..{MAX_LENGTH}")
     return TrainedChatbot(model=model.to(device).eval(), vocab=vocab, config=config,
                           max_length=max_length,
                           backward=_backward_model(run_dir, vocab, device, which)

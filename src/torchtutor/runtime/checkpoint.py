@@ -110,9 +110,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        # torch's text runs over many lines and begins by explaining how to load the file
+        # anyway; the line that names what was refused is the one worth showing.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+        what = (named or lines or ["unsafe content"])[0]
         raise UserError(f"checkpoint {path} is corrupt or holds objects that are not "
-                        f"allowed ({first[:120]})") from None
+                        f"allowed, refused unread ({what[:120]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError,
             AttributeError, TypeError, IndexError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -161,10 +161,14 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """A YAML (.yaml, .yml) or TOML (.toml) config file as flat dotted options; one-line
     UserErrors for a missing or malformed file."""
     path = Path(path)
+    if path.exists() and not path.is_file():   # /dev/zero would be read for ever
+        raise UserError(f"config file {path} is not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
     if path.suffix == ".toml":
         import tomllib
 

@@ -54,3 +54,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable); None
+    where that is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """A one-line UserError when `what` needs more bytes than the system has available,
+    before anything is allocated (torch's allocator would fail with a traceback, or the
+    system would swap for minutes first)."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{what} needs about {needed / 2**30:,.1f} GB of memory and "
+                        f"{available / 2**30:,.1f} GB are available; choose smaller sizes")

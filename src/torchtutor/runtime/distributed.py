@@ -5,9 +5,10 @@ environment. Outside torchrun everything here degrades to a single process, so t
 loops call the same functions either way.
 """
 
+import gc
 import os
-import signal
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +119,29 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def cleanup(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+@contextmanager
+def process_group(device_spec: str = "auto") -> Iterator[DistContext]:
+    """This worker's context, with torchrun's process group joined for the whole block and
+    left once at its end; a block inside another reuses the outer one's group.
+
+    One group for a whole command: a second group made after the first was destroyed meets
+    in the same store keys, and a rank could read its peer's stale address and wait in gloo's
+    connect forever (4 of 6 runs of the default recipe, forward then backward model, hung
+    there with 2 CPU workers). Leaving, every rank first drops its DDP wrappers (their reducers
+    hold the group), then waits for the others at a barrier, so no rank destroys the group
+    while a peer still has a collective in flight. A block left by an exception skips the
+    barrier: the peer may never reach it, and torchrun stops the other workers anyway.
+    """
+    owner = launched_by_torchrun() and not dist.is_initialized()
+    ctx = init_distributed(device_spec)
+    if not owner or not dist.is_initialized():
+        yield ctx
+        return
+    try:
+        yield ctx
+        gc.collect()   # DDP wrappers in reference cycles: freed while the group lives
+        dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 
@@ -216,31 +238,3 @@ class NullLog:
 
     def close(self) -> None:
         pass
-
-
-# Test-only fault injection, read from the environment so a test can kill a worker of a real
-# torchrun group: the last rank SIGKILLs itself right after finishing optimizer step
-# $TORCHTUTOR_TEST_KILL_AT_STEP, once: it first creates the file $TORCHTUTOR_TEST_KILL_MARKER
-# and never fires while that file exists (so the restarted group runs on). Both must be set.
-KILL_AT_STEP = "TORCHTUTOR_TEST_KILL_AT_STEP"
-KILL_MARKER = "TORCHTUTOR_TEST_KILL_MARKER"
-
-
-def fault_injection_hook(ctx: DistContext) -> Callable[[int], None] | None:
-    """For the tests of torchrun restarts only: when the environment names a step
-    (TORCHTUTOR_TEST_KILL_AT_STEP) and a marker file (TORCHTUTOR_TEST_KILL_MARKER), a function
-    that SIGKILLs the last rank once, after that step; else None, and the loops never see it."""
-    at, marker = os.environ.get(KILL_AT_STEP), os.environ.get(KILL_MARKER)
-    if not at or not marker or ctx.rank != ctx.world_size - 1:
-        return None
-
-    def kill(step: int) -> None:
-        if int(at) != step:
-            return
-        try:
-            # O_EXCL: exactly one attempt ever creates it, even if several were racing.
-            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
-    return kill

@@ -150,6 +150,28 @@ def remove_stale_temps(folder: str | os.PathLike, target_name: str | None = None
     return removed
 
 
+def temp_folder(target: Path) -> Path:
+    """A new temporary folder beside `target` (`.NAME.PID.XXXXXXXX.tmp`), to build a folder
+    in and rename into place; `remove_stale_temp_folders` knows its name."""
+    return Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(target.name)}{os.getpid()}.",
+                                 suffix=".tmp", dir=target.parent))
+
+
+def remove_stale_temp_folders(target: Path) -> int:
+    """Delete the temporary folders of `target` (`temp_folder`) whose writer's process is gone
+    (a kill -9 mid-build); return how many. Errors are ignored, as in `remove_stale_temps`."""
+    removed = 0
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and _is_stale(entry.name, target.name):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

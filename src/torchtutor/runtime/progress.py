@@ -87,6 +87,17 @@ def waiting(desc: str, force: bool | None = None) -> Iterator[None]:
     the time it has taken, refreshed from a thread, as a bar on a terminal or as a line every
     LINE_INTERVAL seconds off one. `force` as for `progress`."""
     bar = progress(desc=desc, force=force, bar_format="{desc}: {elapsed}")
+    try:
+        with refreshed(bar):
+            yield
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def refreshed(bar: tqdm) -> Iterator[None]:
+    """`bar` redrawn from a thread while the block runs, so a long step between two updates
+    (a compilation) still shows its time passing: off a terminal a line every LINE_INTERVAL."""
     done = threading.Event()
 
     def tick() -> None:
@@ -100,7 +111,6 @@ def waiting(desc: str, force: bool | None = None) -> Iterator[None]:
     finally:
         done.set()
         thread.join()
-        bar.close()
 
 
 class MetricsLog:

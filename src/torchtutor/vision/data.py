@@ -116,6 +116,8 @@ def load_data(spec: str, valid_fraction: float = 0.1, seed: int = 0) -> ImageDat
     splits = read_cached(path)
     train = splits.get("train") or splits.get("all")
     test = splits.get("test")
+    if len(train[1]) == 0:   # every file unreadable: nothing to split or to train on
+        raise UserError(f"{spec} holds no readable image for training")
     if test is None:
         if valid_fraction <= 0:
             raise UserError(f"{spec} has no test/ folder; give --valid-fraction above 0")
@@ -127,9 +129,13 @@ def load_data(spec: str, valid_fraction: float = 0.1, seed: int = 0) -> ImageDat
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, on the 0..1 scale."""
+    """Per-channel mean and std of uint8 images, on the 0..1 scale.
+
+    A channel with one value in every pixel (a blank channel) has a std of 0, and dividing by
+    it made every input NaN; its std is taken as one grey level instead, which maps it to 0.
+    """
     x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    return x.mean(1).tolist(), x.std(1).tolist()
+    return x.mean(1).tolist(), x.std(1).clamp(min=1 / 255).tolist()
 
 
 def pixel_stats(mean: list[float], std: list[float], device: torch.device,

@@ -317,7 +317,8 @@ def train(config: TrainConfig, resume: bool = False, quiet: bool = False) -> dic
     metrics."""
     threads = torch.get_num_threads()
     try:
-        return _train(config, resume, quiet)
+        with ddp.process_group(config.device):   # torchrun's group, left once at the end
+            return _train(config, resume, quiet)
     finally:
         torch.set_num_threads(threads)  # the run may have chosen its own; give it back
 
@@ -337,7 +338,6 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
     run = _setup(config, resume, quiet)
     trainer, ctx = run.trainer, run.ctx
     step = run.threads.timed(trainer.train_step)
-    kill = ddp.fault_injection_hook(ctx)   # None unless a DDP restart test asks for it
     stopped, accuracy, row = False, None, {"epoch": run.epoch}
     trainer.model.train()
     try:
@@ -352,8 +352,6 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
                 loss, right = step(x, y, run.clock(window.started))
                 window.add(len(y), loss, right)
                 bar.update(1)
-                if kill is not None:
-                    kill(trainer.step)
                 if window.batches % 20 == 0 and not bar.disable:
                     bar.set_postfix(loss=f"{float(loss):.3f}")  # waits for the device
                 if run.budget_spent(window.started):
@@ -371,7 +369,6 @@ def _train(config: TrainConfig, resume: bool, quiet: bool) -> dict:
               "run": str(run.out)}
     if ctx.is_main:
         atomic_write_text(run.out / "result.json", json.dumps(result, indent=2) + "\n")
-    ddp.cleanup(ctx)
     return result
 
 

@@ -363,6 +363,9 @@ def _open_lines(path: Path, what: str) -> BinaryIO:
 
 
 _BLOCK_BYTES = 1 << 22   # read 4 MB at a time: per-line reads and decodes cost more than parsing
+# No pair or record is this long: a longer line means the file is not one of pairs (binary
+# data), and reading on would hold it all in memory.
+MAX_LINE_BYTES = 1 << 24
 
 
 def _line_blocks(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int, bytes]]:
@@ -376,11 +379,14 @@ def _line_blocks(path: Path, what: str, skipped: Counter) -> Iterator[tuple[int,
                 cut = block.rfind(b"\n")
                 if cut < 0:
                     parts.append(block)
-                    continue
-                whole = b"".join((*parts, block[:cut])) if parts else block[:cut]
-                parts = [block[cut + 1:]] if cut + 1 < len(block) else []
-                yield number + 1, whole
-                number += whole.count(b"\n") + 1
+                else:
+                    whole = b"".join((*parts, block[:cut])) if parts else block[:cut]
+                    parts = [block[cut + 1:]] if cut + 1 < len(block) else []
+                    yield number + 1, whole
+                    number += whole.count(b"\n") + 1
+                if sum(map(len, parts)) > MAX_LINE_BYTES:
+                    raise UserError(f"{what} {path}: line {number + 1} is longer than "
+                                    f"{MAX_LINE_BYTES:,} bytes; is it a text file of pairs?")
             if parts:
                 yield number + 1, b"".join(parts)
                 number += 1
@@ -564,6 +570,8 @@ def stream_any(path: str | os.PathLike) -> PairStream:
             return _whole(f"chatterbot:{path}", lambda: read_chatterbot(path))
         raise UserError(f"{path} holds no corpus: expected movie_lines.txt and "
                         "movie_conversations.txt, utterances.jsonl, or ChatterBot .yml files")
+    if not path.is_file():   # /dev/zero, a FIFO: endless or blocking, never a corpus
+        raise UserError(f"corpus {path} is not a regular file or a folder; give a file")
     if path.suffix == ".zip":
         return _whole(f"cornell:{path}", lambda: read_cornell(extract_cornell_zip(path)))
     if _is_jsonl(path):

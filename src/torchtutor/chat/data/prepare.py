@@ -227,6 +227,28 @@ def _pair_any(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.logical_or.reduceat(flags, starts)
 
 
+# Every name `prepare_folder` writes into its folder.
+WRITES = ("vocab.json", "stats.json", "pairs.tsv", HEADER,
+          *(f"{split}{end}" for split in SPLITS for end in (".tsv", ".tokens.bin",
+                                                           ".offsets.bin")))
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """Stop before replacing a file that torchtutor did not write: a folder that already
+    holds one of the names prepare writes must be a prepared folder (stats.json with the
+    settings, written before the header: so also one that a kill caught half-way)."""
+    if not out.is_dir():
+        return
+    try:
+        ours = "config" in json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    taken = [name for name in WRITES if (out / name).exists()]
+    if taken and not ours:
+        raise UserError(f"{out} already holds {taken[0]}, which `chat prepare` did not write; "
+                        "pick another --out (nothing was changed)")
+
+
 def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
                    text_files: bool = True, pairs_file: bool | None = None) -> dict:
     """Prepare `config.corpus` into `out_dir` in bounded memory; the stats (see module doc).
@@ -239,8 +261,9 @@ def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
     without.
     """
     pairs_file = text_files if pairs_file is None else pairs_file
-    stream = open_corpus(config.corpus)
     out = Path(out_dir)
+    refuse_foreign_files(out)
+    stream = open_corpus(config.corpus)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-", dir=out.parent))
@@ -366,6 +389,8 @@ def _commit(work_dir: Path, out: Path, entries: dict, names: list[str]) -> None:
     moves = [(Path(tmp), out / name) for entry in entries.values()
              for name, tmp in entry["_tmp"].items()]
     moves += [(work_dir / name, out / name) for name in names]
+    # stats.json first: from then on the folder is known as prepare's (refuse_foreign_files).
+    moves.sort(key=lambda move: move[1].name != "stats.json")
     for stale in ("pairs.tsv", *(f"{name}.tsv" for name in SPLITS)):
         if stale not in names:   # an earlier run's text would be taken for this one's
             (out / stale).unlink(missing_ok=True)

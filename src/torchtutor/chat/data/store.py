@@ -145,6 +145,12 @@ class PairView:
         return (np.asarray(self.input_ends - self.input_starts),
                 np.asarray(self.target_ends - self.target_starts))
 
+    def subset(self, indices: np.ndarray) -> "PairView":
+        """The pairs at `indices` alone, as a view of the same tokens (nothing is copied
+        but their offsets)."""
+        return PairView(self.tokens, self.input_starts[indices], self.input_ends[indices],
+                        self.target_starts[indices], self.target_ends[indices])
+
     def gather(self, indices) -> list[IndexedPair]:
         """The pairs at `indices`, as id lists (EOS included)."""
         tokens = self.tokens

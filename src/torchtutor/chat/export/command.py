@@ -37,6 +37,7 @@ from torchtutor.chat.infer.chatbot import Chatbot
 from torchtutor.chat.infer.display import PUNCTUATION
 from torchtutor.runtime.export import ExportConfig
 from torchtutor.runtime.files import atomic_write_bytes, output_file
+from torchtutor.runtime.progress import waiting
 
 ASCII_KEPT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"
 
@@ -251,7 +252,7 @@ def _export_torchscript(bot: Chatbot, config: ExportConfig) -> int:
 
 def _export_folder(bot: Chatbot, config: ExportConfig) -> int:
     from torchtutor.chat.export import package
-    from torchtutor.runtime.progress import progress
+    from torchtutor.runtime.progress import progress, refreshed
 
     bar = progress(total=4, desc="export", unit="stage")
 
@@ -275,7 +276,8 @@ def _export_folder(bot: Chatbot, config: ExportConfig) -> int:
         return settings
 
     try:
-        folder = package.write_folder(config.out, fill)
+        with refreshed(bar):   # a stage (the compilation) can take minutes
+            folder = package.write_folder(config.out, fill)
     finally:
         bar.close()
     print(f"wrote {folder}/ ({package.PROGRAM}, {package.SETTINGS} and the "
@@ -293,7 +295,8 @@ def main(config: ExportConfig) -> int:
         from torchtutor.chat.export.package import check_out
 
         check_out(config.out)
-    bot = Chatbot.load(config.run, "cpu")
+    with waiting(f"loading {config.run}"):
+        bot = Chatbot.load(config.run, "cpu")
     if config.format == "torchscript":
         return _export_torchscript(bot, config)
     return _export_folder(bot, config)

@@ -10,7 +10,6 @@ import inspect
 import json
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,12 @@ from torchtutor.chat.infer.chatbot import Chatbot
 from torchtutor.runtime import export as runtime_export
 from torchtutor.runtime import exported
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write_text
+from torchtutor.runtime.files import (
+    atomic_write_text,
+    remove_stale_temp_folders,
+    temp_folder,
+    write_error,
+)
 
 PACKAGE = "chatbot.pt2"
 SETTINGS = "chatbot.json"
@@ -110,12 +114,23 @@ def compile_aoti(model: torch.nn.Module, path: Path, stage: Callable[[str], None
     return runtime_export.compile_aoti(programs, path, stage, options=options)
 
 
+# What an export folder holds: a folder with anything else in it is not replaced.
+EXPORT_NAMES = {PACKAGE, SETTINGS, PROGRAM, ONNX_FOLDER}
+
+
 def check_out(out: str) -> Path:
-    """`out` may be written: absent, empty, or a folder an earlier export wrote."""
+    """`out` may be written: absent, empty, or a folder an earlier export wrote, with nothing
+    added to it (replacing the folder would delete what the user put there)."""
     target = Path(out)
     if target.is_dir() and any(target.iterdir()) and not (target / SETTINGS).is_file():
         raise UserError(f"--out {target} is a folder with other files in it, not one this "
                         f"command wrote; remove it or pick another name")
+    if target.is_dir():
+        added = sorted(p.name for p in target.iterdir() if p.name not in EXPORT_NAMES)
+        if added:
+            raise UserError(f"--out {target} is an earlier export that now also holds "
+                            f"{added[0]}; move that out first, or pick another name "
+                            "(nothing was changed)")
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {target} exists and is not a file this command wrote (it "
                         f"writes a folder); remove it or pick another name")
@@ -127,8 +142,12 @@ def write_folder(out: str, fill: Callable[[Path], dict]) -> Path:
     interrupted export never leaves a half-written folder at `out`. `fill(folder)` writes the
     package and returns the settings."""
     target = check_out(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_folders(target)   # left by an export that was killed
+        work = temp_folder(target)
+    except OSError as exc:   # a read-only mount, a full disk, no permission
+        raise write_error(target, exc) from None
     try:
         settings = fill(work)
         atomic_write_text(work / SETTINGS, json.dumps(settings, indent=1) + "\n")

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from torchtutor.chat.serve.middleware import (
     MAX_BODY_BYTES,
     PAGE_HEADERS,
     BodySizeLimit,
+    HostCheck,
     SecurityHeaders,
     error_response,
 )
@@ -103,10 +104,12 @@ def check_batch_window(batch_window_ms: float) -> float:
 def create_app(replier: Replier, *, default_options: DecodeOptions | None = None,
                max_batch: int = 64, batch_window_ms: float = 5.0, queue_size: int = 1024,
                max_body_bytes: int = MAX_BODY_BYTES, has_unk: bool = True,
-               has_backward: bool = False, info: dict[str, Any] | None = None) -> FastAPI:
+               has_backward: bool = False, info: dict[str, Any] | None = None,
+               allowed_hosts: Collection[str] | None = None) -> FastAPI:
     """The chat service around `replier(texts, options) -> list[Reply]`.
 
-    `replier` runs in one background thread, never two calls at once.
+    `replier` runs in one background thread, never two calls at once. `allowed_hosts`: the
+    names a request's Host header may give (`HostCheck`); None: any.
     """
     defaults = default_options or DecodeOptions()
     defaults.check()
@@ -131,6 +134,8 @@ def create_app(replier: Replier, *, default_options: DecodeOptions | None = None
     app.state.batcher = batcher
     _publish_exact_bounds(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, names=allowed_hosts)
     app.add_middleware(SecurityHeaders)   # outermost: also on 413/400 answers
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)

@@ -43,6 +43,7 @@ class ServeConfig:
     options: DecodeOptions = field(default_factory=DecodeOptions)
     limits: ServerLimits = field(default_factory=ServerLimits)
     access_log: bool = True
+    allow_hosts: tuple[str, ...] = ()   # Host names accepted besides --host's ("*": any)
 
 
 def load_replier(run_dir: str, device: str = "auto") -> tuple[Replier, dict[str, Any]]:
@@ -64,16 +65,20 @@ def decode_threads(requested: int | None) -> int:
     """
     import torch
 
+    cores = os.cpu_count() or 1
     if requested is not None:
+        if requested > cores:   # 100000 OpenMP threads crashed the process (SIGSEGV)
+            raise UserError(f"--threads {requested} is more than the {cores} CPU cores here")
         return requested
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    return max(1, min(torch.get_num_threads(), cores - 1))
 
 
 def build_app(config: ServeConfig) -> FastAPI:
     replier, info = load_replier(config.run, config.device)
     return create_app(replier, default_options=config.options, max_batch=config.max_batch,
                       batch_window_ms=config.batch_window_ms, queue_size=config.queue_size,
-                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info)
+                      has_unk=info["has_unk"], has_backward=info["has_backward"], info=info,
+                      allowed_hosts=(config.host, *config.allow_hosts))
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -3,8 +3,9 @@ JSON of sane depth, and the page's security headers on every answer."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from fastapi.responses import JSONResponse
 
@@ -142,3 +143,47 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8000` -> `::1`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header names none of `names` is refused (400).
+
+    A page on another site can make a browser's DNS name for it point at 127.0.0.1 (DNS
+    rebinding) and then call this API as a same-origin page; its requests still carry that
+    name in Host. IP literals and localhost are always accepted: a rebinding attack needs a
+    name of its own. "*" accepts every name.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], names: Collection[str]) -> None:
+        self.app = app
+        self.names = {n.lower() for n in names} | {"localhost"}
+
+    def accepts(self, header: str | None) -> bool:
+        if header is None or "*" in self.names:
+            return True
+        name = _host_name(header)
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in self.names
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            host = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                         if k == b"host"), None)
+            if not self.accepts(host):
+                response = JSONResponse(
+                    {"message": f"Host {host[:100]!r} is not a name this server answers to "
+                                "(chat serve --allow-host NAME accepts it)"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -25,7 +25,6 @@ from torchtutor.chat.train.run import (
     Window,
     log_window,
     start_session,
-    with_test_faults,
 )
 from torchtutor.runtime import distributed as ddp
 from torchtutor.runtime.errors import UserError
@@ -46,6 +45,7 @@ class TrainResult:
     reached_target: bool = False
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
     # (step, train_seconds, valid_loss) of every evaluation of this session
+    valid_seconds: float = 0.0  # time in validation, this session
 
 
 def train(config: TrainConfig, resume: bool = False,
@@ -55,46 +55,47 @@ def train(config: TrainConfig, resume: bool = False,
     `after_step(step, model, loss)` runs after every step (the bench records the first losses
     with it; tests interrupt a run with it).
     """
-    run = start_session(config, resume)
-    config, state, ctx = run.config, run.state, run.ctx
-    step = run.threads.timed(_step)
-    after_step = with_test_faults(after_step, ctx)
-    window = Window()
-    batches = iter(run.stream)
-    run.model.train()
-    try:
-        while not run.done():
-            started = time.perf_counter()
-            batch = next(batches).to(run.device)
-            synced = time.perf_counter()
-            scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
-            # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
-            started += time.perf_counter() - synced
-            loss = step(run, batch, scale)
-            # The slowest rank's time, so all ranks agree when a time budget is spent.
-            seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
-            state.step += 1
-            state.train_seconds += seconds
-            state.tokens += global_tokens
-            window.add(loss, batch.target_tokens, seconds)
-            if after_step is not None:
-                after_step(state.step, run.model, loss)
-            evaluate_now = state.step % config.eval_every == 0 or run.done()
-            if state.step % run.log_every == 0 or evaluate_now:
-                log_window(run, window, evaluate_now)
-                window = Window()
-            if state.step % config.checkpoint_every == 0 or run.done():
-                run.save(rd.LAST)
-            run.advance_bar(seconds)
-    finally:
-        run.close()
-    if not run.valid:  # nothing to validate on: the best checkpoint is the last one
-        run.save(rd.BEST)
-    ddp.cleanup(ctx)
+    # Under torchrun: the process group, for this run or for the caller's longer block
+    # (`chat train` trains the backward model in the same group).
+    with ddp.process_group(config.device):
+        run = start_session(config, resume)
+        config, state, ctx = run.config, run.state, run.ctx
+        step = run.threads.timed(_step)
+        window = Window()
+        batches = iter(run.stream)
+        run.model.train()
+        try:
+            while not run.done():
+                started = time.perf_counter()
+                batch = next(batches).to(run.device)
+                synced = time.perf_counter()
+                scale, global_tokens = ddp.share_of_global_mean(batch.target_tokens, ctx)
+                # Time spent waiting here for rank 0 to finish writing a checkpoint is not training.
+                started += time.perf_counter() - synced
+                loss = step(run, batch, scale)
+                # The slowest rank's time, so all ranks agree when a time budget is spent.
+                seconds = ddp.max_over_ranks(time.perf_counter() - started, ctx)
+                state.step += 1
+                state.train_seconds += seconds
+                state.tokens += global_tokens
+                window.add(loss, batch.target_tokens, seconds)
+                if after_step is not None:
+                    after_step(state.step, run.model, loss)
+                evaluate_now = state.step % config.eval_every == 0 or run.done()
+                if state.step % run.log_every == 0 or evaluate_now:
+                    log_window(run, window, evaluate_now)
+                    window = Window()
+                if state.step % config.checkpoint_every == 0 or run.done():
+                    run.save(rd.LAST)
+                run.advance_bar(seconds)
+        finally:
+            run.close()
+        if not run.valid:  # nothing to validate on: the best checkpoint is the last one
+            run.save(rd.BEST)
     return TrainResult(run_dir=run.out, steps=state.step, train_seconds=state.train_seconds,
                        tokens=state.tokens, valid_loss=state.valid_loss,
                        best_valid_loss=state.best_valid_loss, reached_target=run.reached,
-                       evaluations=run.evaluations)
+                       evaluations=run.evaluations, valid_seconds=run.valid_seconds)
 
 
 def train_step(objective: Objective, optimizers: list[torch.optim.Optimizer],

@@ -9,14 +9,17 @@ times the world size) and rank 0 alone writes the run folder. A worker group tha
 restarts (--max-restarts) resumes from last.pt by itself.
 """
 
+import csv
 import math
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -150,6 +153,39 @@ def validation_loss(model: Seq2Seq, batches: list[Batch], device: torch.device,
     return total / count
 
 
+def validation_sample(size: int, config: TrainConfig, out: Path, resume: bool,
+                      ) -> np.ndarray | None:
+    """Indices of the valid split's pairs (of `size`) that every validation of the run scores;
+    None: all of them.
+
+    `config.valid_pairs` of them, drawn once by the run's seed, so a validation costs the
+    same on any corpus (the whole split of 50x Cornell took 11 minutes a pass) and its curve
+    compares like with like (nanoGPT's `eval_iters` batches are the same idea). A resumed run
+    reads the sample its folder saved (`rd.VALID_SAMPLE`).
+    """
+    path = out / rd.VALID_SAMPLE
+    if resume and path.exists():
+        try:
+            sample = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"cannot read {path} ({str(exc)[:80]}); delete it to draw the "
+                            "validation sample again") from None
+        if sample.ndim != 1 or sample.dtype.kind not in "iu" or len(sample) == 0 or \
+                int(sample.min()) < 0 or int(sample.max()) >= size:
+            raise UserError(f"{path} does not fit the {size} validation pairs of this data; "
+                            "delete it to draw the validation sample again")
+        return sample.astype(np.int64)
+    if config.valid_pairs == 0 or config.valid_pairs >= size:
+        return None
+    rng = np.random.default_rng(config.seed)
+    return np.sort(rng.choice(size, config.valid_pairs, replace=False))
+
+
+def save_validation_sample(out: Path, sample: np.ndarray | None) -> None:
+    if sample is not None and not (out / rd.VALID_SAMPLE).exists():
+        atomic_write(out / rd.VALID_SAMPLE, lambda f: np.save(f, sample))
+
+
 # --- checkpoints and the run folder --------------------------------------------------------
 
 
@@ -215,10 +251,25 @@ CURVES = {"train_loss": "loss/train", "valid_loss": "loss/valid", "valid_ppl": "
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop rows past `step` (written after the checkpoint a resumed run starts from)."""
+    """Drop rows past `step` (written after the checkpoint a resumed run starts from).
+
+    A file that is not a metrics table (no step column: damaged, or edited) is moved aside,
+    not rewritten, and a new one begins; rows whose step is not a number are dropped.
+    """
     if not path.exists():
         return
-    rows = [r for r in read_metrics(path) if int(r["step"]) <= step]
+    try:
+        rows = read_metrics(path)
+        table = bool(rows) and "step" in rows[0] or \
+            path.read_text(encoding="utf-8").startswith("step,")
+    except (OSError, ValueError, csv.Error):   # UnicodeDecodeError is a ValueError
+        rows, table = [], False
+    if not table:
+        aside = path.with_name(f"{path.name}.unreadable")
+        path.replace(aside)
+        say(f"{path} is not a metrics table; moved it to {aside.name} and started a new one")
+        return
+    rows = [r for r in rows if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
     lines = [",".join(METRIC_FIELDS)] + [",".join(r.get(k, "") for k in METRIC_FIELDS)
                                          for r in rows]
     atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
@@ -292,6 +343,7 @@ class TrainSession:
     threads: ThreadPolicy
     evaluations: list[tuple[int, float, float]] = field(default_factory=list)
     reached: bool = False         # the target validation loss was reached
+    valid_seconds: float = 0.0    # spent validating in this session
 
     @property
     def device(self) -> torch.device:
@@ -366,19 +418,9 @@ class TrainSession:
         self.threads.restore()
         self.bar.close()
         self.metrics.close()
-
-
-def with_test_faults(after_step: Callable | None, ctx: ddp.DistContext) -> Callable | None:
-    """`after_step`, plus the kill that DDP restart tests ask for through the environment."""
-    kill = ddp.fault_injection_hook(ctx)
-    if kill is None:
-        return after_step
-
-    def both(step: int, model: Seq2Seq, loss: float) -> None:
-        if after_step is not None:
-            after_step(step, model, loss)
-        kill(step)
-    return both
+        # The DDP wrapper's reducer holds torchrun's process group: dropped here, before the
+        # group is left (`ddp.process_group`), so the group never ends inside its deallocation.
+        self.objective = ddp.unwrap(self.objective)
 
 
 def log_window(run: TrainSession, window: Window, evaluate_now: bool) -> None:
@@ -416,7 +458,9 @@ def log_window(run: TrainSession, window: Window, evaluate_now: bool) -> None:
 def _evaluate(run: TrainSession) -> dict[str, str]:
     """The validation loss (and whether it reached the target), as metrics columns."""
     state = run.state
+    started = time.perf_counter()
     state.valid_loss = validation_loss(run.model, run.valid, run.device, run.ctx)
+    run.valid_seconds += time.perf_counter() - started
     run.evaluations.append((state.step, state.train_seconds, state.valid_loss))
     if run.config.target_valid_loss is not None:
         run.reached = state.valid_loss <= run.config.target_valid_loss
@@ -439,6 +483,8 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     if not resume and (out / rd.LAST).exists():
         raise UserError(f"{out} already holds a run; continue it with --resume or pick "
                         "another --out")
+    if not resume:
+        _refuse_foreign_files(out, ctx)
     if ctx.is_main:
         remove_stale_temps(out)   # left by a save that a kill interrupted
     seed_everything(config.seed)
@@ -448,7 +494,9 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     stream = BatchStream(data.split("train").view(config.direction), config.batch_size,
                          seed=config.seed, bucket=config.bucket, rank=ctx.rank,
                          world_size=ctx.world_size)
-    valid = eval_batches(data.split("valid").view(config.direction))
+    valid_view = data.split("valid").view(config.direction)
+    sample = validation_sample(len(valid_view), config, out, resume)
+    valid = eval_batches(valid_view if sample is None else valid_view.subset(sample))
     # Resolved once: from here on `config` is the whole run, as the run folder records it.
     config = replace(resolve_length(config, stream.batches_per_epoch),
                      model=replace(config.model, vocab_size=len(data.vocab)))
@@ -468,9 +516,13 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
             say(f"resuming {out} at step {state.step}")
     elif ctx.is_main:
         make_folder(out)
-        data.vocab.save(out / rd.VOCAB)
     if ctx.is_main:
+        # config.json first: from then on the folder is known as a chat run's, so a kill
+        # before the first checkpoint leaves one that the next `chat train` starts again.
         rd.write_config(out, config)
+        if not resume:
+            data.vocab.save(out / rd.VOCAB)
+        save_validation_sample(out, sample)
         write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
     return TrainSession(
         config=config, out=out, ctx=ctx, model=model,
@@ -500,6 +552,26 @@ def _build_model(config: TrainConfig, data: TrainingData, ctx: ddp.DistContext,
                 model.out.bias.copy_(unigram_from_counts(torch.from_numpy(
                     data.target_counts(config.direction))))
         return model, Objective(model), make_optimizers(model, config)
+
+
+# The names a new run writes into its folder (besides checkpoints and TensorBoard events).
+RUN_WRITES = (rd.CONFIG, "config.yaml", rd.VOCAB, rd.METRICS, rd.LOSS_PLOT, rd.BEST,
+              rd.VALID_SAMPLE)
+
+
+def _refuse_foreign_files(out: Path, ctx: ddp.DistContext) -> None:
+    """A new run starts in a new or empty folder, or again over one of ours that stopped
+    before its first checkpoint (said in a line); never over files torchtutor did not write."""
+    taken = [name for name in RUN_WRITES if (out / name).exists()]
+    if not taken:
+        return
+    try:
+        rd.read_config(out)
+    except UserError:
+        raise UserError(f"{out} already holds {taken[0]}, which is not from a chat run; pick "
+                        "another --out (nothing was changed)") from None
+    if ctx.is_main:
+        say(f"{out} holds a run stopped before its first checkpoint; starting it again")
 
 
 def _check_data(config: TrainConfig, data: TrainingData, out: Path, resume: bool) -> None:
