@@ -200,7 +200,7 @@ CASES = [
     ("train-max-length-huge", CHAT_TRAIN + ["--max-length", "1000000000"], 2, "--max-length"),
     ("reply-temperature-1e-300", ["chat", "reply", "--run", "{run}", "--device", "cpu",
                                   "--decoder", "sample", "--temperature", "1e-300", "hi"], 2,
-     "--temperature must be at least 0.01"),
+     "--temperature must be a number from 1.4013e-45 to 100"),
     ("serve-threads-100000", SERVE + ["--threads", "100000"], 2, "--threads 100000"),
     ("reply-run-path-300-chars", ["chat", "reply", "--run", "{root}/" + "r" * 300, "hi"], 2,
      "File name too long"),

@@ -167,9 +167,9 @@ def test_only_the_bound_host_names_are_answered(host, status):
         assert c.get("/healthz", headers={"host": host}).status_code == 200
 
 
-@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 0.001])
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300])
 def test_a_denormal_temperature_is_a_422_not_a_500(client, temperature):
     response = client.post("/api/reply", json={"text": "hi", "decoder": "sample",
                                                "temperature": temperature})
     assert response.status_code == 422
-    assert "temperature: must be at least 0.01" in response.json()["message"]
+    assert response.json()["message"].startswith("temperature: ")

@@ -21,9 +21,11 @@ MAX_BEAM = 16
 MAX_CANDIDATES = 64
 MAX_NO_REPEAT = 10
 MAX_TEMPERATURE = 100.0   # any positive temperature works (_filter_for_sampling)
-# Below this sampling is greedy search in all but name, and 1/temperature overflows float32
-# (1e-300 turned every logit into -inf; 5e-324 rounds to 0, and 0/0 gave NaN probabilities).
-MIN_TEMPERATURE = 0.01
+# The smallest temperature float32 holds: the decoder divides float32 logits by it, and a
+# smaller one (5e-324, say) rounds to 0 there, so that 0/0 gives NaN probabilities (1e-300
+# crashed sampling so). Any temperature from here up works: the best word is shifted to 0
+# before the division, so the others go to -inf, never it.
+MIN_TEMPERATURE = 2.0**-149
 MAX_SEED = 2**63 - 1
 MAX_MIN_LENGTH = 1000
 MAX_TOP_K = 10**9

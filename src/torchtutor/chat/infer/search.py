@@ -42,26 +42,31 @@ def encode(model: Seq2Seq, inputs: list[list[int]]) -> tuple[Tensor, Tensor, Ten
 
 @torch.inference_mode()
 def run(model: Seq2Seq, inputs: list[list[int]], max_length: int, *searches: Search) -> None:
-    """Decode `inputs` with every search, all their rows through one decoder step at a time."""
+    """Decode `inputs` with every search, all their rows through one decoder step at a time;
+    a search that is done leaves the batch."""
     outputs, mask, hidden = encode(model, inputs)
     row_input = torch.cat([s.start(inputs, outputs.device) for s in searches])
     outputs, mask, hidden = outputs[:, row_input], mask[:, row_input], hidden[:, row_input]
     tokens = torch.full(row_input.shape, SOS, device=outputs.device)
-    sizes = [s.rows for s in searches]
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    active = list(searches)
     for step in range(max_length):
         log_probs, hidden, _ = model.decode_step(tokens, hidden, outputs, mask)
-        moves = [s.advance(part, step, step == max_length - 1)
-                 for s, part in zip(searches, log_probs.split(sizes), strict=True)]
-        if all(s.done for s in searches):
+        keep, chosen, offset = [], [], 0
+        for search, part in zip(active, log_probs.split([s.rows for s in active]), strict=True):
+            parents, next_tokens = search.advance(part, step, step == max_length - 1)
+            if not search.done:   # beam search reorders its rows; the others keep theirs
+                rows = torch.arange(search.rows) if parents is None else parents.cpu()
+                keep.append(rows + offset)
+                chosen.append(next_tokens)
+            offset += search.rows
+        active = [search for search in active if not search.done]
+        if not active:
             break
-        tokens = torch.cat([chosen for _, chosen in moves])
-        if any(parents is not None for parents, _ in moves):   # beam search reorders its rows
-            parents = torch.cat([torch.arange(offset, offset + size, device=tokens.device)
-                                 if rows is None else rows + offset
-                                 for (rows, _), offset, size in zip(moves, offsets, sizes,
-                                                                    strict=True)])
-            hidden = hidden.index_select(1, parents)
+        tokens, keep = torch.cat(chosen), torch.cat(keep).to(tokens.device)
+        if len(keep) < offset:   # a search left: its rows go
+            outputs, mask = outputs.index_select(1, keep), mask.index_select(1, keep)
+        if len(keep) < offset or any(search.reorders for search in active):
+            hidden = hidden.index_select(1, keep)
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ def _block_copies(log_probs: Tensor, histories: list[list[int]], sources: list[l
 class Search:
     """One decoder's choices for `per_input` rows of every input (see the module docstring)."""
 
+    reorders = False   # whether `advance` may continue from other rows than its own
+
     def __init__(self, per_input: int, rules: Rules):
         self.per_input, self.rules = per_input, rules
         self.rows = 0
@@ -207,6 +214,8 @@ class Beam(Search):
     EOS). `results` ranks the finished ones by score / length ** length_penalty, the length
     counting EOS. With steering `Rules` the ranking uses the steered scores.
     """
+
+    reorders = True
 
     def __init__(self, k: int, length_penalty: float, rules: Rules):
         super().__init__(k, rules)
