@@ -125,7 +125,17 @@ HEADER = (f"{'decoder':<32} {'BLEU':>6} {'dist-1':>8} {'dist-2':>8} {'generic':>
           f"{'unique':>8} {'stutter':>8} {'length':>6} {'relevance':>10} {'ms/reply':>8}")
 
 
-def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
+# `--variants`: the default decoder beside its approximate --int8 copy and the stutter rules.
+VARIANTS = {
+    "default --int8 (approximate)": BEST_DECODING,
+    "default + no-repeat-token": dataclasses.replace(BEST_DECODING, no_repeat_token=True),
+    "default + no-repeat-token + no-repeat-ngram 2": dataclasses.replace(
+        BEST_DECODING, no_repeat_token=True, no_repeat_ngram=2),
+}
+
+
+def table(bot, pairs, latency_queries: int, decoders: dict[str, DecodeOptions] = DECODERS,
+          ) -> dict[str, dict]:
     queries = [q for q, _ in pairs]
     references = [r for _, r in pairs]
     print(HEADER)
@@ -134,10 +144,11 @@ def table(bot, pairs, latency_queries: int) -> dict[str, dict]:
                                                         [r.split() for r in references]),
               None, False), flush=True)
     results = {}
-    for name, options in DECODERS.items():
-        replies = decode_all(bot, queries, options)
+    for name, options in decoders.items():
+        decoder = int8_chatbot(bot) if "--int8" in name else bot
+        replies = decode_all(decoder, queries, options)
         measures = reply_measures(replies, references)
-        ms = median_ms(bot, queries[:latency_queries], options)
+        ms = median_ms(decoder, queries[:latency_queries], options)
         print(row(name, measures, relevance_of(bot, queries, replies), ms,
                   options.rerank == "mmi"), flush=True)
         results[name] = measures
@@ -220,6 +231,9 @@ def main() -> int:
                         help="only the latency table: greedy, the default on --int8 copies and "
                              "the default, on the split's first --latency-queries queries at "
                              "each --batches size (default: off)")
+    parser.add_argument("--variants", action="store_true",
+                        help="instead of the decoders, the default beside its --int8 copy and "
+                             "with the stutter rules (default: off)")
     parser.add_argument("--batches", default="1,32",
                         help="batch sizes of the latency table (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None,
@@ -253,6 +267,9 @@ def main() -> int:
         grid(bot, pairs, [float(w) for w in args.weights.split(",")],
              [float(b) for b in args.bonuses.split(",")],
              [name for name in args.sources.split(",") if name])
+        return 0
+    if args.variants:
+        table(bot, pairs, args.latency_queries, {DEFAULT_NAME: BEST_DECODING, **VARIANTS})
         return 0
     results = table(bot, pairs, args.latency_queries)
     print()

@@ -118,6 +118,7 @@ class Chatbot:
             chunk = live[start:start + batch_size]
             ranked = self.ranked_hypotheses([prepared[i].ids for i in chunk], options, generator)
             for i, hypotheses in zip(chunk, ranked, strict=True):
+                # The chosen reply: the first of the ranked hypotheses (MMI's best, by default).
                 (best, score), others = hypotheses[0], hypotheses[1:options.n_best]
                 words = self.vocab.decode(best)
                 replies[i] = Reply(text=display_text(words), score=score,
