@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from torchtutor.chat import run_dir as rd
-from torchtutor.chat.config import TrainConfig
+from torchtutor.chat.config import PrepareConfig, TrainConfig
 from torchtutor.chat.data.batches import Batch, BatchStream, PairSource, sorted_batches
 from torchtutor.chat.data.train_data import TrainingData, open_training_data
 from torchtutor.chat.data.vocab import Vocab
@@ -479,14 +479,7 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     ctx = ddp.init_distributed(config.device)
     # torchrun restarted the group after a worker died: carry on from the last checkpoint.
     resume = resume or ddp.should_resume(out / rd.LAST, ctx)
-    check_folder(out)
-    if not resume and (out / rd.LAST).exists():
-        raise UserError(f"{out} already holds a run; continue it with --resume or pick "
-                        "another --out")
-    if not resume:
-        _refuse_foreign_files(out, ctx)
-    if ctx.is_main:
-        remove_stale_temps(out)   # left by a save that a kill interrupted
+    _check_out(out, resume, ctx)
     seed_everything(config.seed)
     # The token store, memory-mapped (a prepared folder as it is, else prepared into out/data).
     data = open_training_data(config.data, out, resume, ctx)
@@ -517,13 +510,7 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
     elif ctx.is_main:
         make_folder(out)
     if ctx.is_main:
-        # config.json first: from then on the folder is known as a chat run's, so a kill
-        # before the first checkpoint leaves one that the next `chat train` starts again.
-        rd.write_config(out, config)
-        if not resume:
-            data.vocab.save(out / rd.VOCAB)
-        save_validation_sample(out, sample)
-        write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
+        _write_run_files(out, config, asked, data, sample, resume)
     return TrainSession(
         config=config, out=out, ctx=ctx, model=model,
         # DDP wraps the objective after any restore: it starts every rank from rank 0's weights.
@@ -538,6 +525,30 @@ def start_session(config: TrainConfig, resume: bool) -> TrainSession:
         # Runs bound by the clock re-pick 1 or all CPU threads every RETHREAD_EVERY steps.
         threads=thread_policy(ctx.device, config.time_budget is not None, ctx.world_size,
                               RETHREAD_EVERY))
+
+
+def _check_out(out: Path, resume: bool, ctx: ddp.DistContext) -> None:
+    """The run folder may be started (or continued, with `resume`); stale temporary files of
+    an interrupted save go."""
+    check_folder(out)
+    if not resume and (out / rd.LAST).exists():
+        raise UserError(f"{out} already holds a run; continue it with --resume or pick "
+                        "another --out")
+    if not resume:
+        _refuse_foreign_files(out, ctx)
+    if ctx.is_main:
+        remove_stale_temps(out)   # left by a save that a kill interrupted
+
+
+def _write_run_files(out: Path, config: TrainConfig, asked: PrepareConfig, data: TrainingData,
+                     sample: np.ndarray | None, resume: bool) -> None:
+    """config.json first: from then on the folder is known as a chat run's, so a kill before
+    the first checkpoint leaves one that the next `chat train` starts again."""
+    rd.write_config(out, config)
+    if not resume:
+        data.vocab.save(out / rd.VOCAB)
+    save_validation_sample(out, sample)
+    write_config_file(out, replace(config, data=asked))   # `--config` reproduces the run
 
 
 def _build_model(config: TrainConfig, data: TrainingData, ctx: ddp.DistContext,
