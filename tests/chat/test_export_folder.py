@@ -176,3 +176,36 @@ def test_aoti_export_of_a_tutorial_compat_run(tmp_path):
     texts = _queries(run, 40)
     exact = TrainedChatbot.load(str(run), "cpu").reply_batch(texts)
     assert [r["reply"] for r in Chatbot(str(out)).replies(texts)] == [r.text for r in exact]
+
+
+def _run_program(folder, *args, python_flags=("-I",)):
+    return subprocess.run([sys.executable, *python_flags, str(folder / PROGRAM), *args],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("damage", ["no package", "truncated package", "broken json",
+                                    "no json"])
+def test_a_damaged_export_folder_is_a_one_line_error(aoti_folder, tmp_path, damage):
+    copy = tmp_path / "copy"
+    shutil.copytree(aoti_folder, copy)
+    package, settings = copy / "chatbot.pt2", copy / "chatbot.json"
+    if damage == "no package":
+        package.unlink()
+    elif damage == "truncated package":
+        package.write_bytes(package.read_bytes()[:4096])
+    elif damage == "broken json":
+        settings.write_text('{"words": ')
+    else:
+        settings.unlink()
+    result = _run_program(copy, "hello")
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_the_exported_program_answers_help_and_names_the_python_it_needs(aoti_folder):
+    helped = _run_program(aoti_folder, "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: chatbot.py")
+    # -S: no site-packages, so no torch: the program says which Python to use, in one line.
+    bare = _run_program(aoti_folder, "hello", python_flags=("-I", "-S"))
+    assert bare.returncode == 1 and bare.stderr.count("\n") == 1, bare.stderr
+    assert "needs torch" in bare.stderr and sys.executable in bare.stderr

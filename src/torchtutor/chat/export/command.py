@@ -283,7 +283,7 @@ def _export_folder(bot: Chatbot, config: ExportConfig) -> int:
     print(f"wrote {folder}/ ({package.PROGRAM}, {package.SETTINGS} and the "
           f"{'AOTInductor package' if config.format == 'aoti' else 'ONNX graphs'}). "
           f"It needs only {'torch' if config.format == 'aoti' else 'torch and onnxruntime'}:")
-    print(f"  python3 {folder}/{package.PROGRAM} 'hello there'")
+    print(f"  {sys.executable} {folder}/{package.PROGRAM} 'hello there'")
     return 0
 
 

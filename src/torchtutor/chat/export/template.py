@@ -7,6 +7,9 @@ AOTInductor; or, from `--format onnx`, `onnx/` with the same graphs for onnxrunt
     python3 chatbot.py "Hello there!" "How are you?"   # one reply per argument
     printf 'hi\\nwhat is ai?\\n' | python3 chatbot.py     # one reply per input line
 
+Run it with a Python that has torch (2.13; onnxruntime too for an ONNX folder), for example the
+one torchtutor was installed into: `.venv/bin/python chatbot.py "Hello there!"`.
+
     import sys; sys.path.insert(0, "FOLDER")
     from chatbot import load
     bot = load()                      # this file's folder; load("FOLDER") for another
@@ -20,8 +23,13 @@ copied in when the folder was written, so replies equal `torchtutor chat reply -
 import json
 import os
 import sys
+import zipfile
 
-import torch
+try:
+    import torch
+except ImportError:
+    sys.exit(f"error: this chatbot needs torch, and {sys.executable} has none; run it with the "
+             "Python torch is installed in (such as torchtutor's .venv/bin/python)")
 
 from torchtutor.chat.data.text import normalize, tokenize  # export: inline
 
@@ -34,27 +42,54 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 64   # inputs decoded together
 
 
+class ChatbotError(Exception):
+    """A folder that cannot be loaded, said in one line."""
+
+
 class Chatbot:
     """The exported network and its vocabulary; `replies` decodes greedily to EOS."""
 
     def __init__(self, folder: str = HERE):
-        with open(os.path.join(folder, "chatbot.json"), encoding="utf-8") as f:
-            settings = json.load(f)
-        self.words = settings["words"]
-        self.has_unk = bool(settings["has_unk"])
-        self.max_length = int(settings["max_length"])
+        settings_path = os.path.join(folder, "chatbot.json")
+        try:
+            with open(settings_path, encoding="utf-8") as f:
+                settings = json.load(f)
+            self.words = [str(w) for w in settings["words"]]
+            self.has_unk = bool(settings["has_unk"])
+            self.max_length = int(settings["max_length"])
+            package = os.path.join(folder, str(settings["package"]))
+            self.backend = settings["format"]
+        except FileNotFoundError:
+            raise ChatbotError(f"{folder} holds no chatbot.json: not a folder that "
+                               "`torchtutor chat export` wrote") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ChatbotError(f"{settings_path} is damaged ({type(exc).__name__}); export "
+                               "the chatbot again") from None
+        if not 2 <= self.max_length <= 1000 or len(self.words) < 4:
+            raise ChatbotError(f"{settings_path} is damaged (max_length or words out of range)")
         special = 4 if self.has_unk else 3
         self.index = {w: i for i, w in enumerate(self.words) if i >= special}
-        package = os.path.join(folder, settings["package"])
-        self.backend = settings["format"]
-        if self.backend == "aoti":
-            self.encoder = aoti_graph(package, "encoder")
-            self.decoder = aoti_graph(package, "decoder")
-        elif self.backend == "onnx":
-            self.encoder = onnx_graph(os.path.join(package, "encoder.onnx"))
-            self.decoder = onnx_graph(os.path.join(package, "decoder.onnx"))
-        else:
-            raise ValueError(f"unknown package format {self.backend!r}")
+        if not os.path.exists(package):
+            raise ChatbotError(f"{package} is missing; export the chatbot again")
+        if self.backend == "aoti" and not zipfile.is_zipfile(package):   # before torch logs
+            raise ChatbotError(f"{package} is not a whole .pt2 archive (truncated?); export "
+                               "the chatbot again")
+        try:
+            if self.backend == "aoti":
+                self.encoder = aoti_graph(package, "encoder")
+                self.decoder = aoti_graph(package, "decoder")
+            elif self.backend == "onnx":
+                self.encoder = onnx_graph(os.path.join(package, "encoder.onnx"))
+                self.decoder = onnx_graph(os.path.join(package, "decoder.onnx"))
+            else:
+                raise ChatbotError(f"{settings_path} names an unknown format "
+                                   f"{str(self.backend)[:40]!r}")
+        except ImportError as exc:
+            raise ChatbotError(f"this folder needs {exc.name or 'a module'}, which "
+                               f"{sys.executable} lacks") from None
+        except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ChatbotError(f"{package} cannot be loaded ({type(exc).__name__}: truncated "
+                               "or damaged?); export the chatbot again") from None
         self.never = torch.zeros(len(self.words))
         self.never[[PAD, SOS, UNK] if self.has_unk else [PAD, SOS]] = float("-inf")
 
@@ -127,8 +162,19 @@ def load(folder: str = HERE) -> Chatbot:
     return Chatbot(folder)
 
 
+USAGE = """usage: chatbot.py [TEXT ...]
+Replies to each TEXT, or to each line of standard input when there is none."""
+
+
 def main(argv: list[str]) -> int:
-    bot = load()
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    try:
+        bot = load()
+    except ChatbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if argv:
         for reply in bot.replies(argv):
             print(reply["reply"])
