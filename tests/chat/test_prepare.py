@@ -283,3 +283,21 @@ def test_small_reads_and_a_small_memo_write_the_same_folder(tmp_path, monkeypatc
                 (tmp_path / "default" / name).read_bytes(), name
     stats = [json.loads((tmp_path / d / "stats.json").read_text()) for d in ("default", "small")]
     assert stats[0] == stats[1] and stats[0]["pairs_kept"] > 0
+
+
+def test_a_killed_prepares_work_folder_goes_with_the_next_prepare(tmp_path):
+    import subprocess
+
+    from torchtutor.chat.data.prepare import prepare_folder
+
+    out = tmp_path / "prep"
+    # What a kill -9 leaves: the work folder of a process that no longer runs.
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stale = tmp_path / f".prep.{finished.pid}.abcd1234.tmp"
+    (stale / "part").mkdir(parents=True)
+    config = PrepareConfig(corpus=str(small_corpus(tmp_path)), max_length=4, min_count=2)
+    prepare_folder(config, out)
+    assert not stale.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".prep.")]
+    assert (out / "vocab.json").is_file()

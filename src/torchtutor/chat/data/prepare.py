@@ -54,7 +54,7 @@ from torchtutor.chat.data.store import (
 from torchtutor.chat.data.text import normalize_many
 from torchtutor.chat.data.vocab import UNK, Vocab
 from torchtutor.runtime.errors import UserError
-from torchtutor.runtime.files import atomic_write_text
+from torchtutor.runtime.files import atomic_write_text, remove_stale_temp_folders, temp_folder
 from torchtutor.runtime.progress import progress
 
 SPLITS = ("train", "valid", "test")
@@ -266,7 +266,8 @@ def prepare_folder(config: PrepareConfig, out_dir: str | os.PathLike,
     stream = open_corpus(config.corpus)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        work_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.prepare-", dir=out.parent))
+        remove_stale_temp_folders(out)   # the work folder of a prepare that was killed
+        work_dir = temp_folder(out)
     except OSError as exc:
         raise UserError(f"cannot write the prepared data into {out}: "
                         f"{exc.strerror or exc}") from None
