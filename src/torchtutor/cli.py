@@ -254,7 +254,7 @@ def _corpus_options(p: argparse.ArgumentParser) -> None:
 
 
 def _decoder_options(p: argparse.ArgumentParser) -> None:
-    # Every default is None: unset options take the default decoder's values (chat.decode
+    # Every default is None: unset options take the default decoder's values (chat.infer.options
     # BEST_DECODING for a run with a backward model, else plain greedy), shown in the help.
     from torchtutor.chat.infer.options import BEST_DECODING as best
 
@@ -641,7 +641,7 @@ def decoding_given(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _decoding(args: argparse.Namespace) -> Any:
-    """--run's decoder: the default one for the run (chat.options), with the flags given on
+    """--run's decoder: the default one for the run (chat.infer.options), with the flags given on
     top, checked (one-line errors)."""
     from torchtutor.chat.infer.options import resolve_options
     from torchtutor.chat.run_dir import has_backward

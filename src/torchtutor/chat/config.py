@@ -45,7 +45,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("attention", self.attention, ATTENTION_METHODS)
-        if self.vocab_size != 0:   # PAD and SOS (chat.vocab) and at least one word
+        if self.vocab_size != 0:   # PAD and SOS (chat.data.vocab) and at least one word
             count("vocab_size", self.vocab_size, 2)
         count("hidden_size", self.hidden_size)
         count("encoder_layers", self.encoder_layers)
@@ -60,8 +60,8 @@ class ModelConfig:
 
 @dataclass
 class PrepareConfig:
-    """Corpus -> normalized pairs -> vocabulary -> splits (chat.prepare). The notes' filter."""
-    corpus: str = "chatterbot"     # chatterbot | cornell | a path (see chat.corpus)
+    """Corpus -> normalized pairs -> vocabulary -> splits (chat.data.prepare). The notes' filter."""
+    corpus: str = "chatterbot"     # chatterbot | cornell | a path (see chat.data.corpus)
     max_length: int = 10           # keep pairs whose sides have fewer words than this
     min_count: int = 3             # trim words seen fewer times
     oov: str = "drop"              # pairs with trimmed words: drop them (the notes) or UNK
@@ -94,7 +94,7 @@ class TrainConfig:
     the whole-sequence decoder, the output bias started at the replies' log word frequencies,
     a decoder lr 30x (not the notes' 5x) the encoder's, decaying linearly to 5% over 450 steps
     (1.7 epochs of Cornell), then a backward model (reply -> query) with the same recipe into
-    RUN_DIR/backward, which the default decoder reranks with (chat.rerank). Raising the
+    RUN_DIR/backward, which the default decoder reranks with (chat.infer.rerank). Raising the
     encoder's lr, clipping harder, Adam beta2 0.98, a smaller embedding init, a larger
     output-layer lr, batch 64 or 256 all measured the same or worse.
     """

@@ -179,7 +179,7 @@ def corpus_pairs(spec: str, max_length: int) -> tuple[list[tuple[str, str]], int
 
 
 def split_pairs(run_dir: str, config: dict, split: str) -> list[tuple[str, str]]:
-    """The run's held-out pairs, from the token store training read (chat.train_data):
+    """The run's held-out pairs, from the token store training read (chat.data.train_data):
     RUN_DIR/data, where a corpus was prepared for the run, or the prepared folder named as
     its corpus (a backward model's is its forward run's data). A run whose data folder is
     gone gets its corpus prepared again with its saved settings (deterministic)."""

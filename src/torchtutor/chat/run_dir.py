@@ -5,7 +5,7 @@ RUN_DIR/
                 RUN_DIR/config.yaml --out NEW` trains the same run again
   config.json   the same as {"model": ModelConfig, "train": the rest, "data": the prepared
                 data's PrepareConfig}, which the later commands read
-  vocab.json    the vocabulary (chat.vocab)
+  vocab.json    the vocabulary (chat.data.vocab)
   metrics.csv   one row per logged step (train loss, tokens/s) or evaluation (valid loss, ppl)
   events.out.tfevents.*  the same curves for TensorBoard (`tensorboard --logdir RUN_DIR`)
   loss.png      the loss curves
@@ -42,7 +42,7 @@ LOSS_PLOT = "loss.png"
 LAST = "last.pt"
 BEST = "best.pt"
 VALID_SAMPLE = "valid-sample.npy"
-BACKWARD = "backward"   # a run folder of its own: the reply -> query model (chat.rerank)
+BACKWARD = "backward"   # a run folder of its own: the reply -> query model (chat.infer.rerank)
 
 
 @dataclass

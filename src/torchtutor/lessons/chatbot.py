@@ -423,7 +423,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
 
     n.step("Trim rare words: MIN_COUNT", f"Words seen fewer than {MIN_COUNT} times are "
            "dropped, and so is every pair holding one: a smaller vocabulary trains faster.",
-           real="torchtutor.chat.data.vocab.Vocab.trim, chat.prepare (--min-count, --oov)")
+           real="torchtutor.chat.data.vocab.Vocab.trim, chat.data.prepare (--min-count, --oov)")
     n.show("keep_words", f"{counts['kept_words']} / {counts['counted']} = "
            f"{counts['kept_words'] / counts['counted']:.4f}")
     n.show("Trimmed from pairs", f"{counts['short']} to {counts['kept_pairs']}, "
@@ -562,7 +562,7 @@ def run(device: torch.device, corpus: str = "chatterbot", max_lines: int = 20000
            f"batch of {TRAIN_PAIRS} training pairs (the notes: 4000 on random batches of 64), "
            f"two Adam optimizers with the decoder's rate {DECODER_LEARNING_RATIO:g}x the "
            "encoder's, printing the average loss.",
-           real="torchtutor chat train (chat/train.py)")
+           real="torchtutor chat train (chat/train/loop.py)")
     random.seed(0)
     torch.manual_seed(0)
     train_batch = make_batch(index_pairs(train_pairs[:TRAIN_PAIRS], vocab)).to(device)

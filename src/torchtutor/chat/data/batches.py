@@ -6,7 +6,7 @@ The stream shuffles without replacement each epoch from a generator seeded by
 (seed, epoch) alone, so resuming needs only (epoch, position), never an RNG state.
 
 The stream reads its pairs through a pair source: `MemoryPairs` (id lists held in memory) or a
-memory-mapped split of the token store (`chat.store.PairView`); both give the lengths of every
+memory-mapped split of the token store (`chat.data.store.PairView`); both give the lengths of every
 pair and gather pairs by index, and the same seed gives the same batches from either. Epoch
 orders are numpy arrays (4 or 8 bytes a pair), never Python lists, so a corpus of millions of
 pairs costs little memory beyond its mapped pages.

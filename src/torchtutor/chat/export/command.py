@@ -2,7 +2,7 @@
 
 `--format aoti` (the default) writes a folder: the encoder and a decoder step compiled by
 AOTInductor, and a standalone `chatbot.py` (chat/export_package.py); `--format onnx` the same
-graphs as ONNX for onnxruntime (chat/export_onnx.py). This module also keeps the deprecated
+graphs as ONNX for onnxruntime (chat/export/onnx.py). This module also keeps the deprecated
 `--format torchscript`: one TorchScript file holding everything, described below.
 
 The file holds the whole greedy chatbot: text normalization (the notes' normalizeString,
@@ -15,7 +15,7 @@ dict, the trained network and the greedy loop. A plain program uses it like this
 
 The network's `encode` and `decode_step` are traced (batch 1; tracing keeps the time
 dimension free, which the export test checks on inputs of every length), and the loop around
-them is scripted, so the artifact's greedy replies equal `chat.decode`'s greedy replies.
+them is scripted, so the artifact's greedy replies equal `chat.infer.search.greedy`'s.
 """
 
 import functools
@@ -72,7 +72,7 @@ def character_table() -> dict[str, str]:
 
 
 class ExportedChatbot(nn.Module):
-    """Greedy chatbot in TorchScript: str in, str out. Mirrors chat.decode's greedy search."""
+    """Greedy chatbot in TorchScript: str in, str out. Mirrors chat.infer.search's greedy search."""
 
     def __init__(self, network: torch.jit.ScriptModule, words: list[str], chars: dict[str, str],
                  max_length: int, has_unk: bool):

@@ -1,6 +1,6 @@
 """An export folder: the compiled graphs, `chatbot.json` and a standalone `chatbot.py`.
 
-`chatbot.py` is `export_template.py` with each import marked `# export: inline` replaced by
+`chatbot.py` is `template.py` with each import marked `# export: inline` replaced by
 the source it imports (the package's own normalization and display code), so the folder's
 replies follow the package's text handling without a second copy to keep in step.
 """

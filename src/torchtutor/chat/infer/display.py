@@ -1,6 +1,6 @@
 """Model tokens -> the English a person reads: "i m fine ." -> "I'm fine."
 
-The notes' normalization (chat.text) lowercases and turns every apostrophe into a space, so
+The notes' normalization (chat.data.text) lowercases and turns every apostrophe into a space, so
 the model speaks in tokens like `i m`, `don t` and `you re`. This module undoes what it can:
 punctuation is joined back, the pieces of a contraction are rejoined with an apostrophe, the
 pronoun `i` becomes `I`, and every sentence starts with a capital letter. Names and other

@@ -1,7 +1,7 @@
 """Decoding options: what each search is asked to do, checked, and the default decoder.
 
 Kept free of torch so that `torchtutor --help` (which shows these defaults) stays fast;
-`chat.decode` runs the searches and re-exports everything here.
+`chat.infer.chatbot` turns them into the searches of `chat.infer.search`.
 """
 
 from __future__ import annotations

@@ -96,10 +96,13 @@ class Rules:
               sources: list[list[int]]) -> Tensor:
         """The log-probs to choose from, given each row's tokens so far (R, step) and each
         row's input ids."""
+        if self.no_repeat_ngram or self.no_copy_ngram:
+            histories = history.tolist()
         if self.no_repeat_ngram:
-            log_probs = _block_repeats(log_probs, history.tolist(), self.no_repeat_ngram)
+            log_probs = _ban_completions(log_probs, histories, histories, self.no_repeat_ngram)
         if self.no_copy_ngram:
-            log_probs = _block_copies(log_probs, history.tolist(), sources, self.no_copy_ngram)
+            inputs = [[token for token in ids if token != EOS] for ids in sources]
+            log_probs = _ban_completions(log_probs, histories, inputs, self.no_copy_ngram)
         if self.no_repeat_token and step:
             log_probs = log_probs.scatter(1, history[:, -1:], -math.inf)
         if step < self.min_length and log_probs.size(-1) > UNK + 1:  # a word to say instead
@@ -111,31 +114,17 @@ class Rules:
         return log_probs
 
 
-def _block_repeats(log_probs: Tensor, histories: list[list[int]], n: int) -> Tensor:
-    """-inf, per row, on every token that would repeat an n-gram already in that row (in
-    place: the searches pass a tensor of their own)."""
-    for row, history in enumerate(histories):
+def _ban_completions(log_probs: Tensor, histories: list[list[int]],
+                     texts: list[list[int]], n: int) -> Tensor:
+    """-inf, per row, on every token that would make the row's last n tokens an n-gram of
+    that row's text (its own history: no repeats; its input: no copies), in place (the
+    searches pass a tensor of their own)."""
+    for row, (history, text) in enumerate(zip(histories, texts, strict=True)):
         if len(history) < n - 1:
             continue
         prefix = history[len(history) - (n - 1):] if n > 1 else []
-        banned = [history[i + n - 1] for i in range(len(history) - n + 1)
-                  if history[i:i + n - 1] == prefix]
-        if banned:
-            log_probs[row, banned] = -math.inf
-    return log_probs
-
-
-def _block_copies(log_probs: Tensor, histories: list[list[int]], sources: list[list[int]],
-                  n: int) -> Tensor:
-    """-inf, per row, on every token that would make the reply's last n words an n-gram of
-    that row's input (EOS aside), in place."""
-    for row, (history, source) in enumerate(zip(histories, sources, strict=True)):
-        words = [token for token in source if token != EOS]
-        prefix = history[len(history) - (n - 1):] if n > 1 else []
-        if len(prefix) < n - 1:
-            continue
-        banned = [words[i + n - 1] for i in range(len(words) - n + 1)
-                  if words[i:i + n - 1] == prefix]
+        banned = [text[i + n - 1] for i in range(len(text) - n + 1)
+                  if text[i:i + n - 1] == prefix]
         if banned:
             log_probs[row, banned] = -math.inf
     return log_probs
